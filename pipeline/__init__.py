@@ -1,0 +1,3 @@
+"""tolpipe's framework: config, manifest ledger, runner, executors, provenance and CLI."""
+
+__version__ = "0.1.0"
