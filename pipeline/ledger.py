@@ -99,6 +99,7 @@ class CommitRecord:
     counts: dict[str, Any]
     side_files: dict[str, dict[str, Any]]
     retries: int = 0
+    run_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, indent=1)
@@ -171,6 +172,7 @@ class ManifestStore:
         params: dict[str, Any],
         side_files: dict[str, Path] | None = None,
         retries: int = 0,
+        run_id: str | None = None,
     ) -> CommitRecord:
         """Validate, publish side files, publish the partition, then write its commit record."""
         counts = validate_table(table, schema, rows_in)
@@ -196,6 +198,7 @@ class ManifestStore:
             counts=counts,
             side_files=side_meta,
             retries=retries,
+            run_id=run_id,
         )
         atomic.write_text(self.record_path(index), record.to_json())
         return record

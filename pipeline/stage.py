@@ -100,6 +100,10 @@ class Stage:
         """The parameters whose digest goes into every commit record."""
         return {k: v for k, v in sorted(params.items()) if k not in self.volatile_params}
 
+    def prepare(self, ctx: StageContext, mapper: Any) -> None:
+        """Optional driver-side step before plan() (e.g. ingest's shuffle by host). `mapper` is a
+        pipeline.executors.Mapper on the run's dask cluster, for parallel preparation work."""
+
     def plan(self, ctx: StageContext) -> list[Partition]:
         raise NotImplementedError
 

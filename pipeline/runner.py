@@ -1,0 +1,255 @@
+"""The runner: plan a stage's partitions, skip the committed ones, compute the rest on a dask
+cluster (each worker commits its partition as it finishes), and write a run record.
+
+Resume is the same command again. A partition is done only when its commit record matches its
+file, its inputs and the stage's parameters; parameters that changed since partitions were
+committed make the runner refuse (naming them) unless rebuild=True.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import freeze
+from pipeline.digest import changed_keys, digest_json
+from pipeline.errors import ConfigError, ParameterChangeError, StageFailure, TolpipeError
+from pipeline.executors import Mapper, open_client
+from pipeline.ledger import ManifestStore
+from pipeline.progress import Progress
+from pipeline.runrecord import RunRecord
+from pipeline.stage import Partition, Stage, StageContext
+
+
+def section_name(stage_dir: str) -> str:
+    return stage_dir.split("_", 1)[1]
+
+
+def stage_context(root: Path, stage_dir: str, config: dict[str, Any]) -> StageContext:
+    section = section_name(stage_dir)
+    if section not in config:
+        raise ConfigError(f"no [{section}] section in the config")
+    return StageContext(Path(root).resolve(), stage_dir, dict(config[section]), config)
+
+
+class LazyMapper(Mapper):
+    """Opens the configured cluster only when there is work to map (or uses a given client)."""
+
+    def __init__(self, cluster_cfg: dict[str, Any], stack: ExitStack, client: Any = None):
+        self.cluster_cfg, self.stack, self._client = cluster_cfg, stack, client
+
+    @property
+    def client(self) -> Any:  # type: ignore[override]
+        if self._client is None:
+            self._client = self.stack.enter_context(open_client(self.cluster_cfg))
+        return self._client
+
+
+def check_parameters(store: ManifestStore, params: dict[str, Any], rebuild: bool) -> None:
+    """Refuse when committed partitions were built with other parameters (unless rebuilding)."""
+    if rebuild:
+        return
+    digest = digest_json(params)
+    stale = {i: r for i, r in store.committed_records().items() if r["params_digest"] != digest}
+    if not stale:
+        return
+    names: set[str] = set()
+    for record in stale.values():
+        names.update(changed_keys(record["params"], params))
+    section = section_name(store.stage_dir)
+    listed = ", ".join(f"{section}.{n}" for n in sorted(names))
+    raise ParameterChangeError(
+        f"{store.stage_dir}: {len(stale)} committed partition(s) were built with other parameters "
+        f"(changed: {listed}); rerun with --rebuild to recompute them, or restore the old values"
+    )
+
+
+def _execute_partition(
+    part: Partition, stage_dir: str, ctx: StageContext, params: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """Worker side: compute one partition and commit it. Module-level so dask can pickle it."""
+    from stages import load_stage
+
+    stage = load_stage(stage_dir)
+    output = stage.run_partition(part, ctx)
+    store = ManifestStore(ctx.root, stage_dir)
+    record = store.commit(
+        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
+        output.side_files, run_id=run_id,
+    )  # fmt: skip
+    return {"index": part.index, "rows": record.rows, "counts": record.counts}
+
+
+def _execute_retry(
+    part: Partition,
+    stage_dir: str,
+    ctx: StageContext,
+    params: dict[str, Any],
+    run_id: str,
+    reasons: list[str],
+) -> dict[str, Any]:
+    from stages import load_stage
+
+    stage = load_stage(stage_dir)
+    store = ManifestStore(ctx.root, stage_dir)
+    previous = ctx.read_manifest(stage_dir, part.index)
+    retries = (store.read_record(part.index) or {}).get("retries", 0) + 1
+    output = stage.retry_partition(part, ctx, previous, set(reasons))
+    record = store.commit(
+        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
+        output.side_files, retries=retries, run_id=run_id,
+    )  # fmt: skip
+    return {"index": part.index, "rows": record.rows, "counts": record.counts}
+
+
+def _totals(store: ManifestStore, indices: list[int]) -> dict[str, Any]:
+    by_status: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    for index in indices:
+        record = store.read_record(index)
+        if record:
+            by_status.update(record["counts"]["by_status"])
+            by_reason.update(record["counts"]["by_reason"])
+    return {"by_status": dict(sorted(by_status.items())), "by_reason": dict(sorted(by_reason.items()))}
+
+
+def _remove_orphans(store: ManifestStore, planned: set[int]) -> list[int]:
+    """Committed partitions that the current plan no longer has (inputs shrank): remove them,
+    record first, so downstream never reads rows that no longer belong to this stage."""
+    orphans = sorted(set(store.committed_records()) - planned)
+    for index in orphans:
+        store.record_path(index).unlink(missing_ok=True)
+        store.part_path(index).unlink(missing_ok=True)
+    return orphans
+
+
+def _map_partitions(
+    mapper: Mapper, fn: Any, parts: list[Partition], progress: Progress, *args: Any
+) -> list[tuple[int, BaseException]]:
+    failures: list[tuple[int, BaseException]] = []
+    for part, result, error in mapper.map_unordered(fn, parts, *args):
+        if error is not None:
+            failures.append((part.index, error))
+            progress.message(f"part-{part.index:05d} failed: {type(error).__name__}: {error}")
+            progress.advance(1)
+        else:
+            progress.advance(1, rows=result["rows"])
+    return sorted(failures, key=lambda f: f[0])
+
+
+def _raise_failures(stage_dir: str, failures: list[tuple[int, BaseException]], total: int) -> None:
+    if not failures:
+        return
+    index, first = failures[0]
+    if isinstance(first, TolpipeError):
+        raise first
+    raise StageFailure(
+        f"{stage_dir}: {len(failures)} of {total} partition(s) failed; committed ones are kept; "
+        f"first: part-{index:05d}: {type(first).__name__}: {first}"
+    )
+
+
+def _progress(stage_dir: str, total: int, config: dict[str, Any]) -> Progress:
+    run_cfg = config["run"]
+    return Progress(
+        stage_dir, total, enabled=run_cfg["progress"], interval_s=run_cfg["progress_interval_s"]
+    )
+
+
+def run_stage(
+    root: str | Path,
+    stage_dir: str,
+    config: dict[str, Any],
+    *,
+    rebuild: bool = False,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Run (or resume) one stage; returns the run record's data."""
+    from stages import load_stage
+
+    stage: Stage = load_stage(stage_dir)
+    ctx = stage_context(Path(root), stage_dir, config)
+    params = stage.output_params(ctx.params)
+    store = ManifestStore(ctx.root, stage_dir)
+    check_parameters(store, params, rebuild)
+    freeze(ctx.root, config)
+    record = RunRecord(ctx.root, stage_dir, "rebuild" if rebuild else "run", config)
+    with ExitStack() as stack:
+        mapper = LazyMapper(config["cluster"], stack, client)
+        stage.prepare(ctx, mapper)
+        parts = stage.plan(ctx)
+        digest = digest_json(params)
+        verify = config["run"]["verify_sha256"]
+        todo = [p for p in parts if not store.is_done(p.index, p.inputs, digest, verify)]
+        progress = _progress(stage_dir, len(todo), config)
+        progress.message(f"{len(parts)} partitions planned, {len(parts) - len(todo)} already done")
+        failures = _map_partitions(
+            mapper, _execute_partition, todo, progress, stage_dir, ctx, params, record.run_id
+        )
+    indices = [p.index for p in parts]
+    orphans = [] if failures else _remove_orphans(store, set(indices))
+    data = record.finish(
+        "failed" if failures else "ok",
+        partitions_planned=len(parts),
+        partitions_skipped=len(parts) - len(todo),
+        partitions_computed=len(todo) - len(failures),
+        partitions_failed=[i for i, _ in failures],
+        partitions_removed=orphans,
+        totals=_totals(store, indices),
+    )
+    _raise_failures(stage_dir, failures, len(todo))
+    return data
+
+
+def retry_stage(
+    root: str | Path,
+    stage_dir: str,
+    config: dict[str, Any],
+    reasons: list[str],
+    *,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Re-attempt the failed rows whose reason is in `reasons`, recommitting their partitions."""
+    from stages import load_stage
+
+    stage: Stage = load_stage(stage_dir)
+    if not stage.retryable_reasons:
+        raise ConfigError(f"stage {stage_dir} has nothing to retry")
+    unknown = sorted(set(reasons) - set(stage.retryable_reasons))
+    if unknown:
+        allowed = ", ".join(stage.retryable_reasons)
+        raise ConfigError(f"not retryable in {stage_dir}: {', '.join(unknown)} (allowed: {allowed})")
+    ctx = stage_context(Path(root), stage_dir, config)
+    params = stage.output_params(ctx.params)
+    store = ManifestStore(ctx.root, stage_dir)
+    check_parameters(store, params, rebuild=False)
+    record = RunRecord(ctx.root, stage_dir, f"retry {','.join(reasons)}", config)
+    wanted = {f"failed:{r}" for r in reasons}
+    with ExitStack() as stack:
+        mapper = LazyMapper(config["cluster"], stack, client)
+        stage.prepare(ctx, mapper)
+        parts = stage.plan(ctx)
+        committed = store.committed_records()
+        todo = [
+            p
+            for p in parts
+            if p.index in committed
+            and committed[p.index]["inputs"] == p.inputs
+            and wanted & set(committed[p.index]["counts"]["by_reason"])
+        ]
+        progress = _progress(stage_dir, len(todo), config)
+        progress.message(f"{len(todo)} partitions have rows failed with {', '.join(reasons)}")
+        failures = _map_partitions(
+            mapper, _execute_retry, todo, progress, stage_dir, ctx, params, record.run_id,
+            sorted(reasons),
+        )  # fmt: skip
+    data = record.finish(
+        "failed" if failures else "ok",
+        partitions_retried=[p.index for p in todo],
+        partitions_failed=[i for i, _ in failures],
+        totals=_totals(store, [p.index for p in parts]),
+    )
+    _raise_failures(stage_dir, failures, len(todo))
+    return data

@@ -1,0 +1,58 @@
+"""Shared test helpers: the CLI as a subprocess, small generated inputs, manifest digests."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.digest import sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def cli(root: Path, *args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
+    """Run `tolpipe --root ROOT ARGS...` as a real process; returns CompletedProcess."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *args]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_url_table(path: Path, rows: int, hosts: int, duplicates_every: int = 0) -> Path:
+    """A `table` source: rows spread over `hosts` loopback-style host names."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "source_id", "provider", "scientific_name", "kingdom", "license"])
+        for i in range(rows):
+            j = i - 1 if duplicates_every and i % duplicates_every == 0 and i else i
+            writer.writerow(
+                [
+                    f"http://host{j % hosts}.example.org/img/{j}.jpg",
+                    f"rec-{i}",
+                    "testprov",
+                    "Bubo bubo",
+                    "Animalia",
+                    "CC0",
+                ]
+            )
+    return path
+
+
+def partition_digests(root: Path, stage_dir: str) -> dict[str, str]:
+    folder = Path(root) / "manifests" / stage_dir
+    return {p.name: sha256_file(p) for p in sorted(folder.glob("part-*.parquet"))}
+
+
+@pytest.fixture
+def small_table(tmp_path: Path) -> Path:
+    return write_url_table(tmp_path / "urls.csv", rows=300, hosts=3, duplicates_every=50)
