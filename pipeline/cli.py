@@ -28,7 +28,8 @@ examples:
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
-        "--root", type=Path, default=argparse.SUPPRESS if suppress else Path(os.environ.get("TOLPIPE_ROOT", ".")),
+        "--root", type=Path,
+        default=argparse.SUPPRESS if suppress else Path(os.environ.get("TOLPIPE_ROOT", ".")),
         help="work root: manifests, image store, shards, frozen config (default: $TOLPIPE_ROOT or .)",
     )  # fmt: skip
     parser.add_argument("--config", type=Path, default=default, help="a TOML config file")
@@ -92,10 +93,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.source:
         args.overrides = [*args.overrides, "ingest.sources=" + _toml_list(args.source)]
     config = _load(args)
-    if args.stage == "all":
-        stage_dirs = available_stages()
-    else:
-        stage_dirs = [resolve_stage_dir(args.stage)]
+    stage_dirs = available_stages() if args.stage == "all" else [resolve_stage_dir(args.stage)]
     if args.source and stage_dirs != ["01_ingest"] and "01_ingest" not in stage_dirs:
         raise ConfigError("--source applies to the ingest stage only")
     for stage_dir in stage_dirs:
