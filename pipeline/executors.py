@@ -46,8 +46,10 @@ def slurm_cluster_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     kwargs.update({k: v for k, v in optional.items() if v})
     if cfg["qos"]:
         kwargs["job_extra_directives"].append(f"--qos={cfg['qos']}")
+    # No dashboard port to collide with other users' schedulers on shared login nodes.
+    kwargs["scheduler_options"] = {"dashboard_address": None}
     if cfg["scheduler_host"]:
-        kwargs["scheduler_options"] = {"host": cfg["scheduler_host"]}
+        kwargs["scheduler_options"]["host"] = cfg["scheduler_host"]
     return kwargs
 
 

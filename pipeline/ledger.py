@@ -45,6 +45,13 @@ def stage_schema(*fields: pa.Field) -> pa.Schema:
     return pa.schema(COMMON_FIELDS + list(fields))
 
 
+def _worker_identity() -> dict[str, Any]:
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
 class LedgerError(ValueError):
     """A partition table breaks the ledger's rules (schema, statuses, row accounting)."""
 
@@ -100,6 +107,8 @@ class CommitRecord:
     side_files: dict[str, dict[str, Any]]
     retries: int = 0
     run_id: str | None = None
+    # Where the partition was computed: the worker's host, pid and Slurm job id (if any).
+    computed_on: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, indent=1)
@@ -199,6 +208,7 @@ class ManifestStore:
             side_files=side_meta,
             retries=retries,
             run_id=run_id,
+            computed_on=_worker_identity(),
         )
         atomic.write_text(self.record_path(index), record.to_json())
         return record

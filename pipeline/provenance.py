@@ -80,6 +80,7 @@ def audit(root: Path, uuid: str) -> list[dict[str, Any]]:
         index, row = found
         record = ManifestStore(root, stage_dir).read_record(index) or {}
         run = next((r for r in read_runs(root, stage_dir) if r["run_id"] == record.get("run_id")), {})
+        worker = record.get("computed_on") or {}
         entries.append(
             {
                 "stage": stage_dir,
@@ -89,8 +90,8 @@ def audit(root: Path, uuid: str) -> list[dict[str, Any]]:
                 "code_version": record.get("code_version"),
                 "git_revision": run.get("git_revision"),
                 "config_digest": run.get("config_digest"),
-                "slurm_job_id": run.get("slurm_job_id"),
-                "host": run.get("host"),
+                "slurm_job_id": worker.get("slurm_job_id") or run.get("slurm_job_id"),
+                "host": worker.get("host") or run.get("host"),
                 "params_digest": record.get("params_digest"),
                 "retries": record.get("retries", 0),
             }

@@ -1,0 +1,111 @@
+"""Ingest throughput and memory: tolpipe's streaming ingest vs a whole-file pandas load.
+
+Generates `table` sources of 100k and 1M rows (20 hosts, one host holding half of the rows, 1% of
+URLs repeated), runs `tolpipe run ingest` on each (a real LocalCluster, 2 workers), and prints
+rows/s and peak RSS of the whole process tree (driver + dask workers, sampled every 50 ms). The
+baseline, measured in the same run, is what the streaming design replaces: pandas.read_csv of the
+whole file plus a groupby by host.
+
+    python bench/bench_ingest.py [--small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def generate(path: Path, rows: int, hosts: int = 20) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "source_id", "provider", "occurrence_id", "scientific_name",
+                         "kingdom", "class", "license", "publisher"])  # fmt: skip
+        for i in range(rows):
+            host = 0 if i % 2 == 0 else 1 + i % (hosts - 1)
+            j = i - 1 if i % 100 == 99 else i
+            writer.writerow([f"https://media{host}.example.org/photos/{j}/original.jpg", f"r{i}",
+                             "bench", f"occ{i // 3}", "Bubo bubo", "Animalia", "Aves",
+                             "CC-BY", "iNaturalist.org"])  # fmt: skip
+    return path
+
+
+class PeakRSS:
+    """Samples the summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                total = sum(p.memory_info().rss for p in procs if p.is_running())
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def measure(cmd: list[str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sampler = PeakRSS(proc.pid)
+    _, err = proc.communicate()
+    peak = sampler.stop()
+    if proc.returncode:
+        sys.exit(f"command failed: {cmd}\n{err.decode()}")
+    return time.perf_counter() - start, peak
+
+
+BASELINE = """
+import sys, pandas as pd
+frame = pd.read_csv(sys.argv[1], dtype=str)
+frame["host"] = frame["url"].str.extract(r"^https?://([^/]+)")[0]
+frame = frame.drop_duplicates("url")
+for _, group in frame.groupby("host"):
+    group.to_parquet("/dev/null")
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="10k and 100k rows instead")
+    args = parser.parse_args()
+    sizes = [10_000, 100_000] if args.small else [100_000, 1_000_000]
+    print(f"{'rows':>10} {'tolpipe rows/s':>15} {'tolpipe peak RSS':>17} "
+          f"{'pandas rows/s':>14} {'pandas peak RSS':>16} {'speed ratio':>12} {'RSS ratio':>10}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            source = generate(Path(tmp) / f"urls-{rows}.csv", rows)
+            root = Path(tmp) / f"root-{rows}"
+            ours_s, ours_rss = measure([
+                sys.executable, "-m", "pipeline.cli", "--root", str(root), "--set", "run.progress=false",
+                "run", "ingest", "--source", f"table:{source}",
+            ])  # fmt: skip
+            base_s, base_rss = measure([sys.executable, "-c", BASELINE, str(source)])
+            print(f"{rows:>10,} {rows / ours_s:>15,.0f} {ours_rss / 2**20:>14,.0f} MiB "
+                  f"{rows / base_s:>14,.0f} {base_rss / 2**20:>13,.0f} MiB "
+                  f"{base_s / ours_s:>11.2f}x {ours_rss / base_rss:>9.2f}x", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
