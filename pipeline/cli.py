@@ -33,9 +33,11 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="work root: manifests, image store, shards, frozen config (default: $TOLPIPE_ROOT or .)",
     )  # fmt: skip
     parser.add_argument("--config", type=Path, default=default, help="a TOML config file")
+    # After the command, --set lands in its own list (argparse would otherwise replace the list
+    # given before the command); main() joins the two.
     parser.add_argument(
-        "--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
-        default=argparse.SUPPRESS if suppress else [],
+        "--set", dest="overrides_after" if suppress else "overrides", action="append",
+        metavar="SECTION.KEY=VALUE", default=[],
         help="override one setting (repeatable), e.g. --set ingest.batch_size=5000",
     )  # fmt: skip
 
@@ -165,6 +167,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.overrides = [*args.overrides, *getattr(args, "overrides_after", [])]
     try:
         return COMMANDS[args.command](args)
     except TolpipeError as exc:

@@ -19,9 +19,9 @@ def _local_cluster(cfg: dict[str, Any]):
     return LocalCluster(
         n_workers=int(cfg["workers"]),
         threads_per_worker=int(cfg["threads_per_worker"]),
-        processes=True,
+        processes=bool(cfg["local_processes"]),
         memory_limit=cfg["memory_limit"] if cfg["memory_limit"] != "0" else 0,
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: never collide with another user's dashboard
         silence_logs=logging.ERROR,
     )
 

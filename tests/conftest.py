@@ -16,9 +16,16 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def cli(root: Path, *args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
-    """Run `tolpipe --root ROOT ARGS...` as a real process; returns CompletedProcess."""
-    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *args]
+def cli(
+    root: Path, *args: str, check: bool = True, env: dict | None = None, timeout: float = 300,
+    processes: bool = False,
+):
+    """Run `tolpipe --root ROOT ARGS...` as a real process; returns CompletedProcess.
+
+    By default the dask workers are threads of that process (fast start); `processes=True` runs
+    the default LocalCluster of worker processes."""
+    cluster = [] if processes else ["--set", "cluster.local_processes=false"]
+    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *cluster, *args]
     result = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**os.environ, **(env or {})},

@@ -23,7 +23,7 @@ def _empty(d: Path) -> str:
 
 
 def _not_utf8(d: Path) -> str:
-    (d / "latin1.csv").write_bytes("url,scientific_name\nhttp://a.org/1.jpg,Bubo bubo\n".encode()
+    (d / "latin1.csv").write_bytes(b"url,scientific_name\nhttp://a.org/1.jpg,Bubo bubo\n"
                                    + "http://a.org/2.jpg,Pic\xe9\n".encode("latin-1"))  # fmt: skip
     return "table:" + str(d / "latin1.csv")
 
