@@ -22,7 +22,7 @@ def _local_cluster(cfg: dict[str, Any]):
         processes=bool(cfg["local_processes"]),
         memory_limit=cfg["memory_limit"] if cfg["memory_limit"] != "0" else 0,
         dashboard_address=":0",  # a free port: never collide with another user's dashboard
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # task errors are reported by the runner, once
     )
 
 

@@ -19,7 +19,7 @@ from pipeline.ledger import stage_schema
 from pipeline.progress import Progress
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.ingest import shuffle
-from stages.ingest.assemble import build_partition
+from stages.ingest.assemble import finish_sub_bucket, read_partition
 from stages.ingest.rules import classify, sample_uuids
 from stages.ingest.sources import iter_source, validate_source
 
@@ -88,25 +88,42 @@ class IngestStage(Stage):
         key = digest_json({"inputs": self._inputs, "params": self.output_params(ctx.params)})[:16]
         folder = ctx.work_dir() / f"staging-{key}"
         self._staging = folder
-        if shuffle.read_plan(folder) is not None:
+        if (folder / shuffle.PLAN_FILE).exists():
             return
         for old in ctx.work_dir().glob("staging-*"):
-            shuffle.clear(old)
-        self._build_staging(ctx, sources, folder, mapper)
+            if old != folder:
+                shuffle.clear(old)
+        self._build_staging(ctx, sources, shuffle.StagingLayout(folder), mapper)
 
     def _build_staging(
-        self, ctx: StageContext, sources: list[tuple[str, Path]], folder: Path, mapper: Any
+        self, ctx: StageContext, sources: list[tuple[str, Path]], layout: shuffle.StagingLayout, mapper: Any
     ) -> None:
         params = ctx.params
-        run_cfg = ctx.config["run"]
-        layout = shuffle.StagingLayout(folder)
+        host_rows = self._pass1(ctx, sources, layout)
+        hosts = sorted(host_rows)
+        subs = [shuffle.sub_bucket_counts(host_rows, params["shuffle_rows"])[h] for h in hosts]
+        buckets = sorted(str(p) for p in layout.occurrence_dir.glob("bucket-*.parquet"))
+        self._map(ctx, mapper, "classify", shuffle.pass2_bucket, buckets,
+                  str(layout.folder), hosts, subs, derive_columns, params)  # fmt: skip
+        keys = shuffle.sub_bucket_keys(hosts, subs, layout)
+        self._map(ctx, mapper, "dedup", shuffle.pass3_sub_bucket, keys,
+                  str(layout.folder), finish_sub_bucket, params["batch_size"])  # fmt: skip
+        partitions = shuffle.plan_partitions(layout, hosts, keys)
+        plan = {"partitions": partitions, "host_rows": host_rows}
+        shuffle.mark_done(layout.folder / shuffle.PLAN_FILE, plan)
+
+    def _pass1(
+        self, ctx: StageContext, sources: list[tuple[str, Path]], layout: shuffle.StagingLayout
+    ) -> dict[str, int]:
+        marker = layout.done_marker("pass1")
+        done = shuffle.read_marker(marker)
+        if done is not None:
+            return done
+        shuffle.clear(layout.folder)
+        params = ctx.params
         total_bytes = sum(_size(p) for _, p in sources)
         n_buckets = shuffle.occurrence_bucket_count(total_bytes, params["occurrence_bucket_mb"])
-        reading = Progress(
-            "01_ingest read", len(sources), unit="sources",
-            enabled=run_cfg["progress"], interval_s=run_cfg["progress_interval_s"],
-        )  # fmt: skip
-
+        reading = _progress(ctx, "read", len(sources), "sources")
         join_memory = params["dwca_join_memory_mb"] << 20
 
         def batches():
@@ -119,34 +136,37 @@ class IngestStage(Stage):
                 reading.advance(1)
 
         host_rows = shuffle.pass1(batches(), layout, n_buckets, lambda n: reading.advance(0, n))
-        host_index = {host: i for i, host in enumerate(sorted(host_rows))}
-        subs = shuffle.sub_bucket_counts(host_rows, params["shuffle_rows"])
-        bucket_files = sorted(str(p) for p in layout.occurrence_dir.glob("*.parquet"))
-        classifying = Progress(
-            "01_ingest classify", len(bucket_files), unit="buckets",
-            enabled=run_cfg["progress"], interval_s=run_cfg["progress_interval_s"],
-        )  # fmt: skip
-        for _, rows, error in mapper.map_unordered(
-            shuffle.pass2_bucket, bucket_files, str(folder), host_index, subs, derive_columns, params
-        ):
+        shuffle.mark_done(marker, host_rows)
+        return host_rows
+
+    @staticmethod
+    def _map(ctx: StageContext, mapper: Any, label: str, fn: Any, items: list, *args: Any) -> None:
+        progress = _progress(ctx, label, len(items), "buckets")
+        for _, rows, error in mapper.map_unordered(fn, items, *args):
             if error is not None:
                 raise error
-            classifying.advance(1, rows=rows)
-        partitions = shuffle.plan_partitions(layout, host_index, subs, params["batch_size"])
-        shuffle.write_plan(layout, {"partitions": partitions, "host_rows": host_rows})
+            progress.advance(1, rows=rows)
 
     def plan(self, ctx: StageContext) -> list[Partition]:
         assert self._staging is not None, "prepare() runs before plan()"
-        staged = shuffle.read_plan(self._staging)
-        assert staged is not None
+        staged = shuffle.read_marker(self._staging / shuffle.PLAN_FILE)
         return [
             Partition(index=i, inputs=dict(self._inputs), payload={"staging": str(self._staging), **p})
             for i, p in enumerate(staged["partitions"])
         ]
 
     def run_partition(self, part: Partition, ctx: StageContext) -> PartitionOutput:
-        table = build_partition(Path(part.payload["staging"]), part.payload["pieces"], self.schema)
-        return PartitionOutput(table=table, rows_in=part.payload["rows"])
+        payload = part.payload
+        table = read_partition(Path(payload["staging"]), payload["file"], payload["row_group"], self.schema)
+        return PartitionOutput(table=table, rows_in=payload["rows"])
+
+
+def _progress(ctx: StageContext, label: str, total: int, unit: str) -> Progress:
+    run_cfg = ctx.config["run"]
+    return Progress(
+        f"01_ingest {label}", total, unit=unit,
+        enabled=run_cfg["progress"], interval_s=run_cfg["progress_interval_s"],
+    )  # fmt: skip
 
 
 def _size(path: Path) -> int:

@@ -1,17 +1,20 @@
-"""Ingest's two-pass shuffle: source records -> occurrence buckets -> host buckets.
+"""Ingest's shuffle: source records -> occurrence buckets -> host sub-buckets -> partitions.
 
-Memory stays bounded by one bucket whatever the input size:
+Memory stays bounded by one bucket whatever the input size, and each pass can resume:
 
 pass 1 (driver, streaming): every source is read chunk by chunk; each record gets a global
     sequence number `_seq` (source index << 40 | row) and is appended to the occurrence bucket of
     hash(provider, occurrence id), so all images of one occurrence meet in one file. The host is
-    parsed from the URL text (`_host_key`) and rows are counted per host.
+    parsed from the URL text (`_host_key`, the partition key) and rows are counted per host.
 pass 2 (dask, one task per occurrence bucket): images per occurrence are counted, the per-row
-    rules run (sources' and rules' own module), and rows are appended to host sub-buckets
-    hash(url) % S_host, where S_host = ceil(rows of host / shuffle_rows). Copies of one URL thus
-    meet in one sub-bucket, which is all URL dedup needs.
-partitions: per host (sorted), its sub-buckets in order, each sorted by `_seq`, cut into batches
-    of `batch_size`. A partition reads the sub-bucket(s) it overlaps, dedups them and slices.
+    rules run, and rows go to host sub-buckets hash(url) % S_host, where
+    S_host = ceil(rows of host / shuffle_rows). Copies of one URL thus meet in one sub-bucket.
+pass 3 (dask, one task per sub-bucket): rows sorted by `_seq`, repeated records and duplicate
+    URLs marked (first one kept), written as one file with row groups of `batch_size` rows.
+Partition k of a sub-bucket is then its row group k: at most batch_size rows of one host.
+
+Every pass writes its outputs with atomic renames and a marker, so a killed run redoes only the
+work whose marker is missing.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import math
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,9 @@ from pipeline.digest import canonical_json
 
 SEQ_SHIFT = 40  # rows per source < 2**40
 HOST_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^/?#:]*)"
+PASS1_MARKER = "pass1.json"
 PLAN_FILE = "plan.json"
+STAGING_COMPRESSION = "lz4"
 
 
 def stable_hash(*columns: pa.Array) -> np.ndarray:
@@ -48,56 +53,63 @@ def stable_hash(*columns: pa.Array) -> np.ndarray:
 def host_keys(urls: pa.Array) -> pa.Array:
     """The partition key: the URL's host as written, lower-cased; "" when none can be read."""
     parsed = pc.extract_regex(pc.fill_null(urls, ""), HOST_PATTERN)
-    hosts = pc.struct_field(parsed, [0])
-    return pc.fill_null(pc.utf8_lower(hosts), "")
+    return pc.fill_null(pc.utf8_lower(pc.struct_field(parsed, [0])), "")
+
+
+def write_atomic(table: pa.Table, dest: Path, **options: Any) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = atomic.temp_name(dest)
+    pq.write_table(table, temp, compression=STAGING_COMPRESSION, **options)
+    atomic.publish(temp, dest)
 
 
 class BucketWriter:
-    """Appends tables to numbered bucket files, buffering a few rows per bucket."""
+    """Appends tables to numbered bucket files, buffering rows per bucket (bounded in total)."""
 
-    def __init__(self, folder: Path, prefix: str, flush_rows: int):
-        self.folder, self.prefix, self.flush_rows = folder, prefix, flush_rows
-        self.buffers: dict[Any, list[pa.Table]] = {}
-        self.buffered: Counter[Any] = Counter()
-        self.writers: dict[Any, pq.ParquetWriter] = {}
+    def __init__(self, folder: Path, flush_rows: int):
+        self.folder, self.flush_rows = folder, flush_rows
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.buffered: Counter[int] = Counter()
+        self.writers: dict[int, pq.ParquetWriter] = {}
         folder.mkdir(parents=True, exist_ok=True)
 
-    def path(self, key: Any) -> Path:
-        name = "-".join(str(k) for k in key) if isinstance(key, tuple) else str(key)
-        return self.folder / f"{name}{self.prefix}.parquet"
+    def path(self, key: int) -> Path:
+        return self.folder / f"bucket-{key:05d}.parquet"
 
-    def append(self, key: Any, table: pa.Table) -> None:
+    def append(self, key: int, table: pa.Table) -> None:
         self.buffers.setdefault(key, []).append(table)
         self.buffered[key] += table.num_rows
         if self.buffered[key] >= self.flush_rows:
             self._flush(key)
 
-    def _flush(self, key: Any) -> None:
+    def _flush(self, key: int) -> None:
         tables = self.buffers.pop(key, [])
         self.buffered.pop(key, None)
         if not tables:
             return
         table = pa.concat_tables(tables)
         if key not in self.writers:
-            self.writers[key] = pq.ParquetWriter(self.path(key), table.schema, compression="lz4")
+            path, schema = self.path(key), table.schema
+            self.writers[key] = pq.ParquetWriter(path, schema, compression=STAGING_COMPRESSION)
         self.writers[key].write_table(table)
 
-    def close(self) -> list[Any]:
+    def close(self) -> list[Path]:
         for key in list(self.buffers):
             self._flush(key)
         for writer in self.writers.values():
             writer.close()
-        return sorted(self.writers)
+        for key in self.writers:
+            atomic.fsync_path(self.path(key))
+        return [self.path(k) for k in sorted(self.writers)]
 
 
-def split_by(table: pa.Table, keys: np.ndarray) -> Iterator[tuple[Any, pa.Table]]:
+def split_by(table: pa.Table, keys: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
     """(key, rows with that key) for each distinct key, rows in their original order."""
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
     for chunk in np.split(order, bounds):
         if len(chunk):
-            yield keys[chunk[0]].item(), table.take(pa.array(chunk))
+            yield int(keys[chunk[0]]), table.take(pa.array(chunk))
 
 
 @dataclass(frozen=True)
@@ -108,12 +120,25 @@ class StagingLayout:
     def occurrence_dir(self) -> Path:
         return self.folder / "occurrences"
 
-    @property
-    def host_dir(self) -> Path:
-        return self.folder / "hosts"
+    def done_marker(self, name: str) -> Path:
+        return self.folder / "done" / f"{name}.json"
 
-    def host_bucket_dir(self, host_index: int, sub: int) -> Path:
-        return self.host_dir / f"h{host_index:06d}-s{sub:04d}"
+    def sub_bucket_dir(self, host_index: int, sub: int) -> Path:
+        return self.folder / "hosts" / f"h{host_index:06d}-s{sub:04d}"
+
+    def final_file(self, host_index: int, sub: int) -> Path:
+        return self.folder / "final" / f"h{host_index:06d}-s{sub:04d}.parquet"
+
+
+def mark_done(path: Path, value: Any = True) -> None:
+    atomic.write_text(path, canonical_json(value))
+
+
+def read_marker(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def occurrence_bucket_count(total_bytes: int, bucket_mb: int) -> int:
@@ -124,17 +149,18 @@ def pass1(
     batches: Iterator[tuple[int, pa.RecordBatch]],
     layout: StagingLayout,
     n_buckets: int,
-    on_rows: Any = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Stream (source index, batch) into occurrence buckets; return rows per host key."""
-    writer = BucketWriter(layout.occurrence_dir, "", max(1024, 262_144 // n_buckets))
+    writer = BucketWriter(layout.occurrence_dir, max(1024, 262_144 // n_buckets))
     per_host: Counter[str] = Counter()
     for source_index, batch in batches:
         table = pa.Table.from_batches([batch])
         seq = pc.add(table["source_row"], pa.scalar(source_index << SEQ_SHIFT, pa.int64()))
         hosts = host_keys(table["url"])
         table = table.append_column("_seq", seq).append_column("_host_key", hosts)
-        per_host.update(Counter(hosts.to_pylist()))
+        counts = pc.value_counts(hosts)
+        per_host.update(dict(zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True)))
         occurrence = pc.if_else(
             pc.is_null(table["occurrence_id"]), pc.cast(seq, pa.string()), table["occurrence_id"]
         )
@@ -151,85 +177,81 @@ def sub_bucket_counts(host_rows: dict[str, int], shuffle_rows: int) -> dict[str,
     return {host: max(1, math.ceil(n / shuffle_rows)) for host, n in host_rows.items()}
 
 
-def pass2_bucket(
-    bucket_file: str,
-    staging: str,
-    host_index: dict[str, int],
-    subs: dict[str, int],
-    classify: Any,
-    params: dict[str, Any],
-) -> int:
-    """One occurrence bucket: classify its rows and append them to host sub-buckets."""
-    layout = StagingLayout(Path(staging))
-    table = pq.read_table(bucket_file)
-    table = add_images_in_occurrence(table)
-    table = classify(table, params)
-    host_idx = np.array([host_index[h] for h in table["_host_key"].to_pylist()], dtype=np.int64)
-    n_subs = np.array([subs[h] for h in table["_host_key"].to_pylist()], dtype=np.uint64)
-    sub = (stable_hash(pc.fill_null(table["url"], "")) % n_subs).astype(np.int64)
-    keys = host_idx * 100_000 + sub
-    name = Path(bucket_file).stem
-    for key, rows in split_by(table, keys):
-        folder = layout.host_bucket_dir(key // 100_000, key % 100_000)
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows, folder / f"from-{name}.parquet", compression="lz4")
-    return table.num_rows
-
-
 def add_images_in_occurrence(table: pa.Table) -> pa.Table:
-    """Still-image rows of the same (provider, occurrence id); rows without an id count 1."""
+    """Rows of the same (provider, occurrence id); rows without an id count 1."""
     frame = pd.DataFrame(
-        {
-            "provider": table["provider"].to_pandas(),
-            "occ": table["occurrence_id"].to_pandas(),
-        }
+        {"provider": table["provider"].to_pandas(), "occ": table["occurrence_id"].to_pandas()}
     )
     counts = frame.groupby(["provider", "occ"], dropna=False)["occ"].transform("size")
     counts = counts.where(frame["occ"].notna(), 1)
     return table.append_column("images_in_occurrence", pa.array(counts.to_numpy(), pa.int32()))
 
 
+def pass2_bucket(
+    bucket_file: str,
+    staging: str,
+    hosts: list[str],
+    subs: list[int],
+    derive: Callable[[pa.Table, dict[str, Any]], pa.Table],
+    params: dict[str, Any],
+) -> int:
+    """One occurrence bucket: derive its columns and write its rows to host sub-buckets."""
+    layout = StagingLayout(Path(staging))
+    name = Path(bucket_file).stem
+    marker = layout.done_marker(f"pass2-{name}")
+    done = read_marker(marker)
+    if done is not None:
+        return done
+    table = derive(add_images_in_occurrence(pq.read_table(bucket_file)), params)
+    host_idx = pc.index_in(table["_host_key"], value_set=pa.array(hosts)).to_numpy().astype(np.int64)
+    n_subs = np.asarray(subs, dtype=np.uint64)[host_idx]
+    sub = (stable_hash(pc.fill_null(table["url"], "")) % n_subs).astype(np.int64)
+    for key, rows in split_by(table, host_idx * 100_000 + sub):
+        dest = layout.sub_bucket_dir(key // 100_000, key % 100_000) / f"from-{name}.parquet"
+        write_atomic(rows, dest)
+    mark_done(marker, table.num_rows)
+    return table.num_rows
+
+
+def pass3_sub_bucket(
+    key: tuple[int, int],
+    staging: str,
+    finish: Callable[[pa.Table], pa.Table],
+    batch_size: int,
+) -> int:
+    """One host sub-bucket: sort, dedup (`finish`), write with row groups of batch_size rows."""
+    layout = StagingLayout(Path(staging))
+    dest = layout.final_file(*key)
+    if dest.exists():
+        return pq.ParquetFile(dest).metadata.num_rows
+    files = sorted(layout.sub_bucket_dir(*key).glob("*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files]).sort_by("_seq")
+    table = finish(table)
+    write_atomic(table, dest, row_group_size=batch_size)
+    return table.num_rows
+
+
+def sub_bucket_keys(hosts: list[str], subs: list[int], layout: StagingLayout) -> list[tuple[int, int]]:
+    """(host index, sub-bucket) pairs that received rows."""
+    return [(h, s) for h in range(len(hosts)) for s in range(subs[h]) if layout.sub_bucket_dir(h, s).exists()]
+
+
 def plan_partitions(
-    layout: StagingLayout, host_index: dict[str, int], subs: dict[str, int], batch_size: int
+    layout: StagingLayout, hosts: list[str], keys: list[tuple[int, int]]
 ) -> list[dict[str, Any]]:
-    """Cut each host's row sequence (its sub-buckets in order) into batches of batch_size."""
+    """One partition per row group of each final sub-bucket file, hosts in sorted order."""
     partitions = []
-    for host, index in host_index.items():
-        segments = []
-        for sub in range(subs[host]):
-            folder = layout.host_bucket_dir(index, sub)
-            files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-            if rows:
-                segments.append({"folder": str(folder.relative_to(layout.folder)), "rows": rows})
-        partitions.extend(_cut(host, segments, batch_size))
+    for host_index, sub in keys:
+        path = layout.final_file(host_index, sub)
+        meta = pq.ParquetFile(path).metadata
+        for group in range(meta.num_row_groups):
+            partitions.append({
+                "host": hosts[host_index],
+                "file": str(path.relative_to(layout.folder)),
+                "row_group": group,
+                "rows": meta.row_group(group).num_rows,
+            })  # fmt: skip
     return partitions
-
-
-def _cut(host: str, segments: list[dict[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-    total = sum(s["rows"] for s in segments)
-    out = []
-    for start in range(0, total, batch_size):
-        stop = min(start + batch_size, total)
-        pieces, offset = [], 0
-        for seg in segments:
-            lo, hi = max(start, offset), min(stop, offset + seg["rows"])
-            if lo < hi:
-                pieces.append({"folder": seg["folder"], "start": lo - offset, "stop": hi - offset})
-            offset += seg["rows"]
-        out.append({"host": host, "rows": stop - start, "pieces": pieces})
-    return out
-
-
-def write_plan(layout: StagingLayout, plan: dict[str, Any]) -> None:
-    atomic.write_text(layout.folder / PLAN_FILE, canonical_json(plan))
-
-
-def read_plan(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / PLAN_FILE).read_text())
-    except FileNotFoundError:
-        return None
 
 
 def clear(folder: Path) -> None:
