@@ -152,7 +152,8 @@ def pass1(
     on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Stream (source index, batch) into occurrence buckets; return rows per host key."""
-    writer = BucketWriter(layout.occurrence_dir, max(1024, 262_144 // n_buckets))
+    # At most ~64k rows buffered across all buckets: the driver's memory stays flat.
+    writer = BucketWriter(layout.occurrence_dir, max(1024, 65_536 // n_buckets))
     per_host: Counter[str] = Counter()
     for source_index, batch in batches:
         table = pa.Table.from_batches([batch])
