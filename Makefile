@@ -38,7 +38,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages training tests bench
-	$(BIN)/ruff format --check pipeline stages training tests bench || true
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_ARGS) || exit 1; done

@@ -133,6 +133,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from pipeline.provenance import format_status
 
+    _load(args)  # a bad --config or --set is an error here too, never silently ignored
     print(format_status(args.root))
     return 0
 
@@ -140,6 +141,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.provenance import audit, format_audit
 
+    _load(args)
     entries = audit(args.root, args.uuid)
     if not entries:
         raise TolpipeError(f"no stage under {args.root} knows sample {args.uuid}")
