@@ -8,11 +8,17 @@ from pipeline.errors import ConfigError
 
 def test_every_default_is_documented():
     """Each key in every defaults file has a comment line right above it (or above its block)."""
-    text = defaults_text()
-    lines = text.splitlines()
+    lines = defaults_text().splitlines()
+    in_array_of_tables = False
     for i, line in enumerate(lines):
-        if "=" in line and not line.startswith("#") and not line.startswith("["):
-            above = lines[max(0, i - 12) : i]
+        above = lines[max(0, i - 12) : i]
+        if line.startswith("[["):  # entries of an array of tables: documented at its first header
+            assert in_array_of_tables or any(a.startswith("#") for a in above), line
+            in_array_of_tables = True
+            continue
+        if line.startswith("["):
+            in_array_of_tables = False
+        elif "=" in line and not line.startswith("#") and not in_array_of_tables and line[:1] != " ":
             assert any(a.startswith("#") for a in above), f"undocumented setting: {line}"
 
 
