@@ -1,0 +1,88 @@
+"""Stage 02 download: fetch every ok URL of 01 politely, verify and shrink the image, store JPEG
+bytes in the image store and one manifest row per URL.
+
+Partition N is built from 01 partition N (one host's batch): one 02 row per 01 ok row, same
+order; the ok rows' images go to store/images/part-NNNNN.parquet in the same order. See
+manifests/README.md (02 download) for the columns and reason codes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.errors import ConfigError
+from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
+from stages.download import reasons as R
+from stages.download.fetch import host_name
+from stages.download.manifest import SCHEMA
+from stages.download.partition import download_rows, retry_rows
+from stages.download.settings import VOLATILE_PARAMS
+
+UPSTREAM = "01_ingest"
+
+
+def concurrent_slots(ctx: StageContext) -> int:
+    """How many partitions may run at once on the configured cluster (for the rate split)."""
+    configured = int(ctx.params.get("rate_split_slots", 0))
+    if configured > 0:
+        return configured
+    cluster = ctx.config.get("cluster", {})
+    kind = cluster.get("kind", "local")
+    if kind == "local":
+        return int(cluster["workers"]) * int(cluster["threads_per_worker"])
+    if kind == "slurm":
+        return int(cluster["jobs"]) * int(cluster["cores"])
+    raise ConfigError(
+        f"[cluster] kind = {kind!r}: set download.rate_split_slots to the number of partitions "
+        "that may run at once, so that per-host rates can be split between workers"
+    )
+
+
+def _ok_hosts(path: Path) -> list[str]:
+    """Host names (politeness keys: no port) of a 01 partition's ok rows."""
+    table = pq.read_table(path, columns=["status", "host"])
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    return sorted({host_name(h) for h in pc.unique(ok["host"]).to_pylist() if h})
+
+
+class DownloadStage(Stage):
+    number = "02"
+    name = "download"
+    upstream = UPSTREAM
+    volatile_params = VOLATILE_PARAMS
+    retryable_reasons = R.RETRYABLE
+    schema = SCHEMA
+
+    def plan(self, ctx: StageContext) -> list[Partition]:
+        committed = ctx.committed(UPSTREAM)
+        hosts = {i: _ok_hosts(ctx.manifest_path(UPSTREAM, i)) for i in sorted(committed)}
+        partitions_of_host = Counter(h for names in hosts.values() for h in names)
+        slots = concurrent_slots(ctx)
+        return [
+            Partition(
+                index=i,
+                inputs={f"{UPSTREAM}/part-{i:05d}": committed[i]["sha256"]},
+                payload={
+                    "upstream": i,
+                    "slots": slots,
+                    "host_shares": {h: min(partitions_of_host[h], slots) for h in hosts[i]},
+                },
+            )
+            for i in sorted(committed)
+        ]
+
+    def run_partition(self, part: Partition, ctx: StageContext) -> PartitionOutput:
+        return download_rows(part, ctx, UPSTREAM)
+
+    def retry_partition(
+        self, part: Partition, ctx: StageContext, previous: pa.Table, reasons: set[str]
+    ) -> PartitionOutput:
+        return retry_rows(part, ctx, previous, reasons)
+
+
+STAGE = DownloadStage()
