@@ -11,7 +11,7 @@ occurrence bucket (`ingest.occurrence_bucket_mb` of input), one dedup task one h
 (`ingest.shuffle_rows` rows). The bench sets both small (SETTINGS) so that already the 100k input
 fills them; memory must then stay flat from 100k to 1M rows.
 
-    python bench/bench_ingest.py [--small]
+    python bench/bench_ingest.py [--small | --rows 100000,1000000,3000000]
 """
 
 from __future__ import annotations
@@ -96,8 +96,10 @@ for _, group in frame.groupby("host"):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="10k and 100k rows instead")
+    parser.add_argument("--rows", type=lambda v: [int(n) for n in v.split(",")],
+                        help="comma-separated input sizes instead, e.g. 100000,1000000,3000000")  # fmt: skip
     args = parser.parse_args()
-    sizes = [10_000, 100_000] if args.small else [100_000, 1_000_000]
+    sizes = args.rows or ([10_000, 100_000] if args.small else [100_000, 1_000_000])
     print("tolpipe settings:", " ".join(SETTINGS[1::2]))
     print(f"{'rows':>10} {'tolpipe rows/s':>15} {'tolpipe peak RSS':>17} "
           f"{'pandas rows/s':>14} {'pandas peak RSS':>16} {'speed ratio':>12} {'RSS ratio':>10}")  # fmt: skip
