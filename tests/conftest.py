@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,22 @@ def cli(
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def start_cli(root: Path, *args: str) -> subprocess.Popen:
+    """Start `tolpipe --root ROOT ARGS...` in its own process group (driver and dask workers), to
+    be killed whole by kill_group; output discarded."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *args]
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """`kill -9` a run started by start_cli, workers included, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def write_url_table(path: Path, rows: int, hosts: int, duplicates_every: int = 0) -> Path:

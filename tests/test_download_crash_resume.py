@@ -4,13 +4,9 @@ the image store equal those of an uninterrupted run, byte for byte for the store
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +17,7 @@ import tomli_w
 from pipeline.digest import sha256_file
 from pipeline.ledger import ManifestStore
 from stages.download.store import store_rel_path
-from tests.conftest import REPO, cli
+from tests.conftest import cli, kill_group, start_cli
 from tests.support.download_fixtures import DOWNLOAD, FAST, stable
 from tests.support.loopback_server import LoopbackServer, mixed_image_urls, write_url_csv
 
@@ -41,17 +37,7 @@ def download_config(path: Path) -> Path:
 
 
 def start_download(root: Path, conf: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), "--config", str(conf),
-           "run", "download"]  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    return start_cli(root, "--config", str(conf), "run", "download")
 
 
 def snapshot(root: Path) -> dict[int, tuple]:

@@ -3,36 +3,22 @@ and every partition equals an uninterrupted run's."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from pipeline.digest import sha256_file
 from pipeline.ledger import ManifestStore
-from tests.conftest import REPO, cli, partition_digests, write_url_table
+from tests.conftest import cli, kill_group, partition_digests, start_cli, write_url_table
 
 TRIALS = 5
 SETTINGS = ["--set", "ingest.batch_size=100", "--set", "run.verify_sha256=true"]
 
 
 def start_run(root: Path, source: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *SETTINGS,
-           "run", "ingest", "--source", f"table:{source}"]  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    return start_cli(root, *SETTINGS, "run", "ingest", "--source", f"table:{source}")
 
 
 def wait_for_commits(root: Path, proc: subprocess.Popen, count: int, deadline: float) -> None:

@@ -5,16 +5,13 @@ manifests equal an uninterrupted run's."""
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from stages.taxonomy.names import INPUT_FIELDS
-from tests.conftest import REPO, cli, partition_digests
+from tests.conftest import cli, kill_group, partition_digests, start_cli
 from tests.support.backbone_fixture import gbif_dump, gbif_index, taxon_rows  # noqa: F401
 from tests.support.gnverifier_server import GNVerifierServer
 from tests.test_taxonomy_stage import write_upstream
@@ -64,16 +61,13 @@ def test_kill_9_mid_resolution_then_rerun_asks_only_unanswered_names(
         server.reset_log()
 
         server.delay_s = 0.2
-        cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *args, "run", "taxonomy"]
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = start_cli(root, *args, "run", "taxonomy")
         deadline = time.monotonic() + 120
         while len(server.names_requested(200)) < 2 * ANSWERED_BEFORE_KILL:
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
         assert proc.returncode == -signal.SIGKILL
         answered = cached_terms(root)
         assert len(answered) >= 2 * (ANSWERED_BEFORE_KILL - 1)  # at most the batch in flight lost
