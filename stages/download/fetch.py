@@ -36,11 +36,9 @@ DNS_FAILURE_TTL_S = 60.0
 PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
-class FetchError(Exception):
+class FetchError(R.ReasonError):
     def __init__(self, reason: str, detail: str, final_url: str | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.final_url = final_url
         self.reused_connection = False
 

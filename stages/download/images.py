@@ -45,11 +45,9 @@ BACKGROUND = (255, 255, 255)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-class ImageError(Exception):
+class ImageError(R.ReasonError):
     def __init__(self, reason: str, detail: str, width: int | None = None, height: int | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.width = width
         self.height = height
 

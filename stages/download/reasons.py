@@ -80,3 +80,12 @@ def http_reason(status: int) -> str:
 def status_of(reason: str) -> str:
     """Manifest status (`failed` or `dropped`) implied by a reason code."""
     return "failed" if reason in TRANSIENT else "dropped"
+
+
+class ReasonError(Exception):
+    """A row-level problem with its stable reason code and a free-text detail for the manifest."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
