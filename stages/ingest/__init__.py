@@ -89,6 +89,7 @@ class IngestStage(Stage):
         folder = ctx.work_dir() / f"staging-{key}"
         self._staging = folder
         if (folder / shuffle.PLAN_FILE).exists():
+            shuffle.drop_intermediates(shuffle.StagingLayout(folder))  # if a kill came between
             return
         for old in ctx.work_dir().glob("staging-*"):
             if old != folder:
@@ -105,12 +106,14 @@ class IngestStage(Stage):
         buckets = sorted(str(p) for p in layout.occurrence_dir.glob("bucket-*.parquet"))
         self._map(ctx, mapper, "classify", shuffle.pass2_bucket, buckets,
                   str(layout.folder), hosts, subs, derive_columns, params)  # fmt: skip
-        keys = shuffle.sub_bucket_keys(hosts, subs, layout)
+        splits = [str(layout.split_file(Path(b).stem)) for b in buckets]
+        keys = shuffle.sub_bucket_keys(splits)
         self._map(ctx, mapper, "dedup", shuffle.pass3_sub_bucket, keys,
-                  str(layout.folder), finish_sub_bucket, params["batch_size"])  # fmt: skip
+                  str(layout.folder), splits, finish_sub_bucket, params["batch_size"])  # fmt: skip
         partitions = shuffle.plan_partitions(layout, hosts, keys)
         plan = {"partitions": partitions, "host_rows": host_rows}
         shuffle.mark_done(layout.folder / shuffle.PLAN_FILE, plan)
+        shuffle.drop_intermediates(layout)
 
     def _pass1(
         self, ctx: StageContext, sources: list[tuple[str, Path]], layout: shuffle.StagingLayout

@@ -7,11 +7,16 @@ pass 1 (driver, streaming): every source is read chunk by chunk; each record get
     hash(provider, occurrence id), so all images of one occurrence meet in one file. The host is
     parsed from the URL text (`_host_key`, the partition key) and rows are counted per host.
 pass 2 (dask, one task per occurrence bucket): images per occurrence are counted, the per-row
-    rules run, and rows go to host sub-buckets hash(url) % S_host, where
+    rules run, and rows are assigned to host sub-buckets hash(url) % S_host, where
     S_host = ceil(rows of host / shuffle_rows). Copies of one URL thus meet in one sub-bucket.
-pass 3 (dask, one task per sub-bucket): rows sorted by `_seq`, repeated records and duplicate
-    URLs marked (first one kept), written as one file with row groups of `batch_size` rows.
-Partition k of a sub-bucket is then its row group k: at most batch_size rows of one host.
+    The bucket's rows are written as ONE split file (Arrow IPC), one record batch per
+    sub-bucket, the batches' keys in its schema metadata: files grow with the buckets (M), not
+    with buckets x sub-buckets (M x S, which at 200M rows would be millions of tiny files).
+pass 3 (dask, one task per sub-bucket): its batch is read from every split file that has one,
+    rows sorted by `_seq`, repeated records and duplicate URLs marked (first one kept), written
+    as one file with row groups of `batch_size` rows.
+Partition k of a sub-bucket is then its row group k: at most batch_size rows of one host. Once
+the plan is written, the occurrence buckets and split files are deleted.
 
 Every pass writes its outputs with atomic renames and a marker, so a killed run redoes only the
 work whose marker is missing.
@@ -19,6 +24,7 @@ work whose marker is missing.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import shutil
@@ -42,6 +48,10 @@ HOST_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[
 PASS1_MARKER = "pass1.json"
 PLAN_FILE = "plan.json"
 STAGING_COMPRESSION = "lz4"
+# Schema metadata of a split file: the sub-bucket key of each of its record batches, in order.
+SPLIT_KEYS = b"tolpipe.split_keys"
+# A sub-bucket's integer key is host_index * SUB_RADIX + sub (sub < SUB_RADIX).
+SUB_RADIX = 100_000
 
 
 def stable_hash(*columns: pa.Array) -> np.ndarray:
@@ -123,8 +133,12 @@ class StagingLayout:
     def done_marker(self, name: str) -> Path:
         return self.folder / "done" / f"{name}.json"
 
-    def sub_bucket_dir(self, host_index: int, sub: int) -> Path:
-        return self.folder / "hosts" / f"h{host_index:06d}-s{sub:04d}"
+    @property
+    def split_dir(self) -> Path:
+        return self.folder / "split"
+
+    def split_file(self, bucket_name: str) -> Path:
+        return self.split_dir / f"{bucket_name}.arrow"
 
     def final_file(self, host_index: int, sub: int) -> Path:
         return self.folder / "final" / f"h{host_index:06d}-s{sub:04d}.parquet"
@@ -207,34 +221,75 @@ def pass2_bucket(
     host_idx = pc.index_in(table["_host_key"], value_set=pa.array(hosts)).to_numpy().astype(np.int64)
     n_subs = np.asarray(subs, dtype=np.uint64)[host_idx]
     sub = (stable_hash(pc.fill_null(table["url"], "")) % n_subs).astype(np.int64)
-    for key, rows in split_by(table, host_idx * 100_000 + sub):
-        dest = layout.sub_bucket_dir(key // 100_000, key % 100_000) / f"from-{name}.parquet"
-        write_atomic(rows, dest)
+    write_split(table.schema, split_by(table, host_idx * SUB_RADIX + sub), layout.split_file(name))
     mark_done(marker, table.num_rows)
     return table.num_rows
+
+
+def write_split(schema: pa.Schema, parts: Iterator[tuple[int, pa.Table]], dest: Path) -> None:
+    """One record batch per (key, rows), keys ascending, atomically; keys in the schema metadata."""
+    parts_list = list(parts)
+    keys = [key for key, _ in parts_list]
+    schema = schema.with_metadata({SPLIT_KEYS: json.dumps(keys).encode()})
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = atomic.temp_name(dest)
+    options = pa.ipc.IpcWriteOptions(compression=STAGING_COMPRESSION)
+    with pa.ipc.new_file(str(temp), schema, options=options) as writer:
+        for _, rows in parts_list:
+            # One batch per key: the batch index is the key's position in the metadata.
+            (batch,) = rows.replace_schema_metadata(schema.metadata).combine_chunks().to_batches()
+            writer.write_batch(batch)
+    atomic.publish(temp, dest)
+
+
+def split_keys(path: Path) -> list[int]:
+    """The sub-bucket keys of a split file, in batch order (ascending); reads only its footer."""
+    with pa.OSFile(str(path)) as source:
+        return json.loads(pa.ipc.open_file(source).schema.metadata[SPLIT_KEYS])
+
+
+def read_split(path: Path, key: int) -> pa.Table | None:
+    """The rows of sub-bucket `key` in a split file (only that batch is read), or None."""
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        keys = json.loads(reader.schema.metadata[SPLIT_KEYS])
+        at = bisect.bisect_left(keys, key)
+        if at == len(keys) or keys[at] != key:
+            return None
+        return pa.Table.from_batches([reader.get_batch(at)]).replace_schema_metadata(None)
 
 
 def pass3_sub_bucket(
     key: tuple[int, int],
     staging: str,
+    split_files: list[str],
     finish: Callable[[pa.Table], pa.Table],
     batch_size: int,
 ) -> int:
-    """One host sub-bucket: sort, dedup (`finish`), write with row groups of batch_size rows."""
+    """One host sub-bucket: gather its rows from the split files, sort, dedup (`finish`), write
+    with row groups of batch_size rows."""
     layout = StagingLayout(Path(staging))
     dest = layout.final_file(*key)
     if dest.exists():
         return pq.ParquetFile(dest).metadata.num_rows
-    files = sorted(layout.sub_bucket_dir(*key).glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(f) for f in files]).sort_by("_seq")
+    wanted = key[0] * SUB_RADIX + key[1]
+    parts = [t for t in (read_split(Path(f), wanted) for f in split_files) if t is not None]
+    table = pa.concat_tables(parts).sort_by("_seq")
     table = finish(table)
     write_atomic(table, dest, row_group_size=batch_size)
     return table.num_rows
 
 
-def sub_bucket_keys(hosts: list[str], subs: list[int], layout: StagingLayout) -> list[tuple[int, int]]:
-    """(host index, sub-bucket) pairs that received rows."""
-    return [(h, s) for h in range(len(hosts)) for s in range(subs[h]) if layout.sub_bucket_dir(h, s).exists()]
+def sub_bucket_keys(split_files: list[str]) -> list[tuple[int, int]]:
+    """(host index, sub-bucket) pairs that received rows, ascending."""
+    keys = {key for f in split_files for key in split_keys(Path(f))}
+    return [divmod(key, SUB_RADIX) for key in sorted(keys)]
+
+
+def drop_intermediates(layout: StagingLayout) -> None:
+    """Once the plan exists only the final files are read: free the disk and the inodes."""
+    clear(layout.occurrence_dir)
+    clear(layout.split_dir)
 
 
 def plan_partitions(
