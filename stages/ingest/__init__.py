@@ -85,7 +85,8 @@ class IngestStage(Stage):
         for kind, path in sources:
             validate_source(kind, path)
         self._inputs = {f"source-{i}": f"{k}:{source_digest(p)}" for i, (k, p) in enumerate(sources)}
-        key = digest_json({"inputs": self._inputs, "params": self.output_params(ctx.params)})[:16]
+        key = digest_json({"inputs": self._inputs, "params": self.output_params(ctx.params),
+                           "layout": shuffle.LAYOUT_VERSION})[:16]  # fmt: skip
         folder = ctx.work_dir() / f"staging-{key}"
         self._staging = folder
         if (folder / shuffle.PLAN_FILE).exists():

@@ -45,6 +45,9 @@ from pipeline.digest import canonical_json
 
 SEQ_SHIFT = 40  # rows per source < 2**40
 HOST_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^/?#:]*)"
+# Bumped when the staging layout changes, so a staging left by an older version is rebuilt
+# rather than misread (it is part of the staging folder's key).
+LAYOUT_VERSION = 2
 PASS1_MARKER = "pass1.json"
 PLAN_FILE = "plan.json"
 STAGING_COMPRESSION = "lz4"
