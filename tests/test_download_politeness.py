@@ -156,3 +156,24 @@ def test_retry_after_and_x_robots_parsing():
     assert x_robots_blocked(["noindex, NoAI"], "tolpipe", blocked) == "noai"
     assert x_robots_blocked(["googlebot: noai"], "tolpipe", blocked) is None
     assert x_robots_blocked(["unavailable_after: 2030-01-01, noimageai"], "tolpipe", blocked) == ("noimageai")
+
+
+def test_retry_after_holds_back_requests_already_booked_by_other_threads(tmp_path, server):
+    """With many fetch threads, rows of the host are already waiting on its token bucket when
+    the 429 arrives; none of them may reach the host before Retry-After has passed, and after
+    it the host gets at most `burst` requests at once, then the bucket's rate."""
+    first = server.image_url(0, 240, 640, 480, status=429, times=1, retry_after=2)
+    others = [server.image_url(0, 241 + i, 640, 480) for i in range(10)]
+    write_ingest(tmp_path, [[first, *others]])
+    rate, burst = 5.0, 1.0
+    run_download(tmp_path, config(concurrency=8, rate_per_host=rate, rate_ceiling=rate, burst=burst,
+                                  rate_floor=rate, circuit_failures=100))  # fmt: skip
+
+    log = server.requests(0, "/img/")
+    throttled = next(e for e in log if e.status == 429)
+    answered_at = throttled.time  # the 429 went out when it was logged
+    after = [e.time for e in log if e.time > answered_at]
+    assert after, "the other rows were fetched"
+    assert min(after) - answered_at >= 1.95, sorted(t - answered_at for t in after)
+    assert max_in_window(after, 1.0) <= burst + rate * 1.0 + 1
+    assert {r["status"] for r in all_rows(tmp_path)} == {"ok"}

@@ -151,11 +151,8 @@ class _Hops:
             if self.robots is None or self.robots == ROBOTS_ABSENT:
                 self.robots = ROBOTS_ABSENT if verdict.source == ROBOTS_ABSENT else ROBOTS_ALLOWED
         self.last_bucket = self.env.bucket(target.host)
-        wait = self.last_bucket.reserve()
-        if wait > 0:
-            self.activity.extend(wait)
-            time.sleep(wait)
-        self.wait_s += wait
+        # Each wait is announced first, so the watchdog does not take it for a hang.
+        self.wait_s += self.last_bucket.acquire(on_wait=self.activity.extend)
 
 
 def attempt(url: str, env: AttemptEnv, activity: Activity | None = None) -> Outcome:

@@ -22,10 +22,15 @@ LATENCY_EWMA_WEIGHT = 0.2
 
 
 class TokenBucket:
-    """Requests of one host: at most `burst` at once, refilled at `rate` per second.
+    """Requests of one host: at most `burst` at once, then one per 1/`rate` seconds.
 
-    The rate adapts (AIMD) between floor and ceiling; the ceiling is never exceeded, so over any
-    window of T seconds the bucket grants at most burst + ceiling * T requests.
+    Kept in the virtual-scheduling form of a token bucket (GCRA): `due` is when the next request
+    would be due at the current rate; a request may go at due - (burst - 1) / rate, never before
+    now or before a Retry-After pause ends. Each booking moves `due` on by 1/rate, so over any
+    window of T seconds at most burst + ceiling * T requests are granted, a pause included: the
+    requests booked during a pause leave one interval apart after it, not all at once.
+
+    The rate adapts (AIMD) between floor and ceiling; the ceiling is never exceeded.
     """
 
     def __init__(self, limits: HostRate, increase: float, decrease: float, clock=time.monotonic):
@@ -34,34 +39,39 @@ class TokenBucket:
         self.increase = increase
         self.decrease = decrease
         self.clock = clock
-        self.tokens = limits.burst
-        self.stamp = clock()
+        self.due = clock()
         self.paused_until = 0.0
         self.cap = limits.ceiling  # lowered for slow hosts
         self.latency: float | None = None
         self.lock = threading.Lock()
 
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.limits.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
     def reserve(self) -> float:
-        """Take a token now or book the next one; return how long the caller must wait."""
+        """Book the next request slot; return how long the caller must wait for it."""
         with self.lock:
             now = self.clock()
-            self._refill(now)
-            start = max(now, self.paused_until)
-            # Tokens accrue from `now`; a pause only delays when the booked token may be used.
-            self.tokens -= 1.0
-            wait_tokens = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-            return max(start - now, wait_tokens)
+            interval = 1.0 / self.rate
+            tolerance = max(0.0, self.limits.burst - 1.0) * interval
+            at = max(now, self.paused_until, self.due - tolerance)
+            self.due = max(self.due, at) + interval
+            return at - now
 
-    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Block until this host may be sent a request; return the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
+    def acquire(
+        self, sleep: Callable[[float], None] = time.sleep, on_wait: Callable[[float], None] | None = None
+    ) -> float:
+        """Block until this host may be sent a request; return the seconds waited. A caller
+        whose slot came while a Retry-After pause began books again after the pause."""
+        waited = 0.0
+        while True:
+            wait = self.reserve()
+            if wait <= 0:
+                return waited
+            if on_wait is not None:
+                on_wait(wait)
             sleep(wait)
-        return wait
+            waited += wait
+            with self.lock:
+                if self.clock() >= self.paused_until:
+                    return waited
 
     def pause(self, seconds: float) -> None:
         """Retry-After: no request to this host before now + seconds."""
@@ -80,13 +90,11 @@ class TokenBucket:
                 if self.latency > slow_latency_s
                 else (self.limits.ceiling)
             )
-            self._refill(self.clock())
             self.rate = max(self.limits.floor, min(self.cap, self.rate + self.increase))
 
     def on_throttle(self) -> None:
         """The host said slow down (429 or 503): multiplicative decrease, not below the floor."""
         with self.lock:
-            self._refill(self.clock())
             self.rate = max(self.limits.floor, self.rate * self.decrease)
 
 
