@@ -226,3 +226,4 @@ def test_image_store_bytes_are_deterministic(tmp_path):
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     write_store(tmp_path / "empty.parquet", [], row_group_rows=2)
     assert (tmp_path / "empty.parquet").stat().st_size > 0
+

@@ -16,6 +16,7 @@ from stages.download.allocator import tune_allocator
 from stages.download.attempt import AttemptEnv
 from stages.download.fetch import FetchError, host_name, parse_target
 from stages.download.manifest import RowInput, build_table, manifest_row
+from stages.download.progress import RowProgress
 from stages.download.scheduler import RowFinal, RowTask, Scheduler
 from stages.download.settings import DownloadSettings, load_settings
 from stages.download.store import Spool, iter_store, store_rel_path, write_store
@@ -66,6 +67,12 @@ def _env(part: Partition, settings: DownloadSettings) -> AttemptEnv:
                       default_share=int(part.payload.get("slots", 1)))  # fmt: skip
 
 
+def _progress(ctx: StageContext, index: int, rows: int) -> RowProgress:
+    run = ctx.config["run"]
+    return RowProgress(f"02_download part-{index:05d}", rows, float(run["progress_interval_s"]),
+                       enabled=bool(run["progress"]))  # fmt: skip
+
+
 def read_upstream(ctx: StageContext, upstream: str, index: int) -> list[RowInput]:
     path = ctx.manifest_path(upstream, index)
     table = ctx.read_manifest(upstream, index, columns=UPSTREAM_COLUMNS)
@@ -86,7 +93,8 @@ def download_rows(part: Partition, ctx: StageContext, upstream: str) -> Partitio
     tasks = [RowTask(i, row.url, _host(row.url, row.host)) for i, row in enumerate(rows)]
     spool = _spool(ctx, part.index)
     try:
-        finals = Scheduler(tasks, _env(part, settings), spool).run()
+        progress = _progress(ctx, part.index, len(tasks))
+        finals = Scheduler(tasks, _env(part, settings), spool, progress).run()
         table = build_table([manifest_row(row, finals[i]) for i, row in enumerate(rows)])
         images = (
             (row.uuid, spool.read(*finals[i].spooled)) for i, row in enumerate(rows) if _stored(finals[i])
@@ -125,7 +133,7 @@ def retry_rows(part: Partition, ctx: StageContext, previous: pa.Table, reasons: 
         raise InputError(old_store, "image store partition missing; rerun the stage to rebuild it")
     spool = _spool(ctx, part.index)
     try:
-        finals = Scheduler(tasks, _env(part, settings), spool).run()
+        finals = Scheduler(tasks, _env(part, settings), spool, _progress(ctx, part.index, len(tasks))).run()
         rows = list(old_rows)
         for i in chosen:
             r = old_rows[i]

@@ -24,6 +24,7 @@ from stages.download.attempt import Activity, AttemptEnv, Outcome, attempt
 from stages.download.circuit import HostCircuit
 from stages.download.fetch import close_thread_connections
 from stages.download.politeness import backoff_delay
+from stages.download.progress import RowProgress
 from stages.download.store import Spool
 
 # Longest the scheduler sleeps between looks at its queues (seconds): bounds watchdog latency.
@@ -69,8 +70,11 @@ class _Slot:
 
 
 class Scheduler:
-    def __init__(self, tasks: list[RowTask], env: AttemptEnv, spool: Spool):
+    def __init__(
+        self, tasks: list[RowTask], env: AttemptEnv, spool: Spool, progress: RowProgress | None = None
+    ):
         self.env = env
+        self.progress = progress
         self.settings = env.settings
         self.spool = spool
         self.tasks = {t.index: t for t in tasks}
@@ -142,6 +146,8 @@ class Scheduler:
                 self._dispatch(workers)
                 self._collect(self._sleep_time())
                 self._watchdog(workers)
+                if self.progress is not None:
+                    self.progress.tick()
         finally:
             for _ in self.threads:
                 self.work.put(None)
@@ -247,7 +253,7 @@ class Scheduler:
             task.fetched_at_ms,
             spooled,
         )
-        self.final_reasons[task.index] = outcome.reason
+        self._decided(task.index, outcome.reason)
         circuit = self.circuits[task.host]
         for row in circuit.advance(self.final_reasons):
             self._cut(self.tasks[row], circuit)
@@ -263,7 +269,12 @@ class Scheduler:
             outcome, task.prior_attempts, list(task.prior_log), task.prior_retry_after_s,
             task.wait_s, 0.0, None,
         )  # fmt: skip
-        self.final_reasons[task.index] = outcome.reason
+        self._decided(task.index, outcome.reason)
+
+    def _decided(self, index: int, reason: str | None) -> None:
+        self.final_reasons[index] = reason
+        if self.progress is not None:
+            self.progress.decided("ok" if reason is None else R.status_of(reason))
 
     def _release(self, host: str) -> None:
         """Tasks held back while their host was suspected go back into the queue."""
