@@ -4,6 +4,7 @@ cluster joined through its scheduler file. The same stage code runs on all three
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,11 +14,17 @@ from pipeline.errors import ConfigError
 CLUSTER_KINDS = ("local", "slurm", "scheduler_file")
 
 
+def local_workers(cfg: dict[str, Any]) -> int:
+    """cluster.workers of a LocalCluster; "auto" = one worker per CPU of this machine."""
+    workers = cfg["workers"]
+    return (os.cpu_count() or 1) if workers == "auto" else int(workers)
+
+
 def _local_cluster(cfg: dict[str, Any]):
     from dask.distributed import LocalCluster
 
     return LocalCluster(
-        n_workers=int(cfg["workers"]),
+        n_workers=local_workers(cfg),
         threads_per_worker=int(cfg["threads_per_worker"]),
         processes=bool(cfg["local_processes"]),
         memory_limit=cfg["memory_limit"] if cfg["memory_limit"] != "0" else 0,

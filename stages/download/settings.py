@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import __version__
+from pipeline.constraints import problem
 from pipeline.errors import ConfigError
+from stages.download.fetch import host_name
 
 # Keys that change speed or retry effort but not the rules that decide a row's outcome; they stay
 # out of the params digest so that a `tolpipe retry` may use other values.
@@ -37,6 +39,10 @@ VOLATILE_PARAMS: tuple[str, ...] = (
     "robots_max_bytes",
     "watchdog_grace_s",
 )
+
+# Volatile keys that tune one run: a --set/--config value applies to that run alone unless
+# --save (the contact identifies the operator, so it stays with the root).
+TUNING_PARAMS: tuple[str, ...] = tuple(k for k in VOLATILE_PARAMS if k != "contact")
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 RATE_KEYS = ("rate_per_host", "burst", "rate_ceiling", "rate_floor")
@@ -113,9 +119,41 @@ class DownloadSettings:
         )
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"download.{name} must be > 0, got {value!r}")
+def override_host(key: str) -> str:
+    """A host_overrides key -> the politeness key it names: as host_name derives it from 01's host
+    column (case, port and a trailing dot ignored; "[::1]:8080" -> "::1"), a bare IPv6 address
+    kept whole, a Unicode name in the ASCII form fetch.parse_target gives it."""
+    text = key.strip()
+    bare_ipv6 = text.count(":") > 1 and not text.startswith("[")
+    host = text.lower() if bare_ipv6 else host_name(text)
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:  # not a valid name: no URL has it either, and plan() warns about it
+        return host
+
+
+def normalise_overrides(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """host_overrides keyed by politeness key; two keys naming one host are an error."""
+    out: dict[str, dict[str, float]] = {}
+    written: dict[str, str] = {}
+    for key, entry in overrides.items():
+        host = override_host(key)
+        if host in written:
+            raise ConfigError(f"download.host_overrides: {written[host]!r} and {key!r} are both {host}")
+        written[host] = key
+        out[host] = {name: float(value) for name, value in entry.items()}
+    return out
+
+
+def unmatched_overrides(overrides: dict[str, Any], hosts: set[str], shown: int = 5) -> str | None:
+    """A warning naming the host_overrides keys that no host of `hosts` (01's ok rows) matches."""
+    known = {override_host(h) for h in hosts}
+    missing = [key for key in overrides if override_host(key) not in known]
+    if not missing:
+        return None
+    some = ", ".join(sorted(known)[:shown]) + (f", ... ({len(known)} in all)" if len(known) > shown else "")
+    return (f"download.host_overrides: no ok row of 01 has host {', '.join(map(repr, missing))}; "
+            f"those overrides are unused (hosts of 01: {some or 'none'})")  # fmt: skip
 
 
 def load_settings(params: dict[str, Any]) -> DownloadSettings:
@@ -124,7 +162,12 @@ def load_settings(params: dict[str, Any]) -> DownloadSettings:
     unknown = sorted(set(params) - known)
     if unknown:
         raise ConfigError(f"unknown download settings: {', '.join(unknown)}")
+    for key, value in params.items():  # ranges and choices documented in defaults.toml
+        message = problem("download", key, value)
+        if message:
+            raise ConfigError(message)
     values = dict(params)
+    values["host_overrides"] = normalise_overrides(params["host_overrides"])
     for key in ("allowed_schemes", "x_robots_tag_directives"):
         values[key] = tuple(str(v).lower() for v in values[key])
     values["retry_statuses"] = tuple(int(v) for v in values["retry_statuses"])
@@ -134,29 +177,6 @@ def load_settings(params: dict[str, Any]) -> DownloadSettings:
 
 
 def _validate(s: DownloadSettings) -> None:
-    for name in (
-        "min_side", "max_side", "max_pixels", "max_body_bytes", "store_row_group_rows",
-        "deadline_s", "read_timeout_s", "max_attempts", "rate_per_host", "burst", "rate_ceiling",
-        "rate_floor", "concurrency", "circuit_failures", "robots_max_bytes", "slow_host_rate",
-    ):  # fmt: skip
-        _positive(name, getattr(s, name))
-    if not 1 <= s.jpeg_quality <= 100:
-        raise ConfigError(f"download.jpeg_quality must be in 1..100, got {s.jpeg_quality}")
-    if s.jpeg_subsampling not in SUBSAMPLING:
-        raise ConfigError(
-            f"download.jpeg_subsampling must be one of {sorted(SUBSAMPLING)}, got {s.jpeg_subsampling!r}"
-        )
+    """Rules across keys; each key's own range is checked by load_settings (and at config load)."""
     if s.rate_floor > s.rate_ceiling or s.rate_per_host > s.rate_ceiling:
         raise ConfigError("download: need rate_floor <= rate_per_host <= rate_ceiling")
-    if not 0 <= s.backoff_jitter < 1:
-        raise ConfigError(f"download.backoff_jitter must be in [0, 1), got {s.backoff_jitter}")
-    if not 0 < s.rate_decrease <= 1:
-        raise ConfigError(f"download.rate_decrease must be in (0, 1], got {s.rate_decrease}")
-    bad = sorted(set(s.allowed_schemes) - {"http", "https"})
-    if bad:
-        raise ConfigError(f"download.allowed_schemes: only http and https are supported, got {bad}")
-    if not isinstance(s.host_overrides, dict):
-        raise ConfigError("download.host_overrides must be a table of host -> {rate keys}")
-    for host, over in s.host_overrides.items():
-        if not isinstance(over, dict) or set(over) - set(RATE_KEYS):
-            raise ConfigError(f"download.host_overrides.{host}: expected a table with keys among {RATE_KEYS}")
