@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import io
 import math
 import tempfile
 import xml.etree.ElementTree as ET
@@ -65,6 +66,9 @@ CORE_TERMS: dict[str, tuple[str, ...]] = {
     "common_name": ("vernacularName",),
     "publisher": ("publisher", "institutionCode", "datasetName"),
     "event_remarks": ("eventRemarks",),
+    # The occurrence's licence and rights holder: what a media row without its own falls back to.
+    "occurrence_license": ("license",),
+    "occurrence_rights_holder": ("rightsHolder",),
 }
 MEDIA_TERMS: dict[str, tuple[str, ...]] = {
     # Audubon Core puts the fetchable URL in accessURI; GBIF Multimedia in identifier.
@@ -130,24 +134,92 @@ def _is_utf8(encoding: str) -> bool:
     return codecs.lookup(encoding).name == "utf-8"
 
 
-def locate_invalid_utf8(opener: Opener, chunk_bytes: int = 1 << 20) -> tuple[int, int] | None:
-    """Byte offset and 1-based line of the first invalid UTF-8 sequence, or None if valid."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0  # bytes fed to the decoder before this chunk
-    lines = 1
+class UndecodableBytes(ValueError):
+    """Bytes that a file's encoding cannot decode: their byte offset and 1-based line."""
+
+    def __init__(self, offset: int, line: int):
+        super().__init__(f"invalid byte at offset {offset} (line {line})")
+        self.offset = offset
+        self.line = line
+
+
+class _DecodeTracker:
+    """Decodes a byte stream piece by piece, keeping the byte offset and line it has reached."""
+
+    def __init__(self, encoding: str):
+        self._decoder = codecs.getincrementaldecoder(encoding)()
+        self._offset = 0  # bytes fed before the current piece
+        self._lines = 1
+
+    def feed(self, data: bytes) -> None:
+        """Decode the next piece (b"" at the end); raise UndecodableBytes at a bad sequence."""
+        state = self._decoder.getstate()
+        pending = len(state[0])  # an incomplete sequence carried over from the previous piece
+        try:
+            text = self._decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:  # exc.start counts from the carried-over bytes
+            self._decoder.setstate(state)
+            valid = self._decoder.decode(data[: max(0, exc.start - pending)])
+            line = self._lines + valid.count("\n")
+            raise UndecodableBytes(self._offset - pending + exc.start, line) from None
+        self._lines += text.count("\n")
+        self._offset += len(data)
+
+
+class _CheckedStream(io.RawIOBase):
+    """A byte stream that decodes what it passes on, so that bytes the file's encoding cannot
+    decode raise UndecodableBytes before the CSV parser sees them. The parser must not get
+    them: pyarrow decodes a malformed row's text for the invalid-row handler, and when that
+    fails it prints an "Exception ignored" traceback and the raw bytes instead of raising."""
+
+    def __init__(self, raw: IO[bytes], encoding: str):
+        super().__init__()
+        self._raw = raw
+        self._tracker = _DecodeTracker(encoding)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read(-1 if size is None else size)
+        self._tracker.feed(data)
+        return data
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _open_checked(opener: Opener, dialect: TextDialect) -> IO[bytes]:
+    return _CheckedStream(opener(), dialect.encoding)
+
+
+def locate_undecodable(
+    opener: Opener, encoding: str = "utf-8", chunk_bytes: int = 1 << 20
+) -> UndecodableBytes | None:
+    """Where the first bytes that `encoding` cannot decode are, or None if the file decodes."""
+    tracker = _DecodeTracker(encoding)
     with opener() as handle:
         while True:
             chunk = handle.read(chunk_bytes)
-            pending = len(decoder.getstate()[0])  # incomplete sequence carried over
             try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as exc:
-                before = max(0, exc.start - pending)
-                return offset - pending + exc.start, lines + chunk[:before].count(b"\n")
+                tracker.feed(chunk)
+            except UndecodableBytes as found:
+                return found
             if not chunk:
                 return None
-            lines += chunk.count(b"\n")
-            offset += len(chunk)
+
+
+def _undecodable_error(label: str, encoding: str, found: UndecodableBytes) -> InputError:
+    what = "UTF-8" if _is_utf8(encoding) else f"text in encoding {encoding}"
+    return InputError(label, f"not valid {what}: {found}")
+
+
+def _one_line(message: str) -> str:
+    # Parser messages can quote raw row text; the CLI promises a single line.
+    return " ".join(message.split())
 
 
 class _RowProblem:
@@ -175,19 +247,34 @@ def _input_error(label: str, opener: Opener, dialect: TextDialect, exc: Exceptio
             f"got {row.actual_columns}: {text!r}",
         )
     if isinstance(exc, UnicodeDecodeError) or "UTF8" in message.upper().replace("-", ""):
-        found = locate_invalid_utf8(opener) if _is_utf8(dialect.encoding) else None
+        found = locate_undecodable(opener, dialect.encoding)
         if found is not None:
-            offset, line = found
-            return InputError(label, f"not valid UTF-8: invalid byte at offset {offset} (line {line})")
-        return InputError(label, f"not valid text in encoding {dialect.encoding}: {message}")
-    return InputError(label, f"cannot parse as delimited text: {message}")
+            return _undecodable_error(label, dialect.encoding, found)
+        return InputError(label, f"not valid text in encoding {dialect.encoding}: {_one_line(message)}")
+    return InputError(label, f"cannot parse as delimited text: {_one_line(message)}")
 
 
 def read_header(opener: Opener, label: str, dialect: TextDialect) -> list[str]:
-    """Column names of a delimited file with a header row (reads only the first block)."""
+    """Column names of a delimited file with a header row (reads only the first block).
+
+    Undecodable bytes in the header lines are an error; later ones are left to the full read
+    (`iter_delimited`), and the names come from the whole lines before them."""
+    try:
+        return _header_names(_open_checked(opener, dialect), label, opener, dialect)
+    except UndecodableBytes as found:
+        if found.line <= dialect.skip_rows + 1:
+            raise _undecodable_error(label, dialect.encoding, found) from None
+        valid_bytes = found.offset
+    with opener() as handle:
+        head = handle.read(valid_bytes)
+    # Whole lines only: a row cut at the bad bytes would look malformed.
+    return _header_names(io.BytesIO(head[: head.rfind(b"\n") + 1]), label, opener, dialect)
+
+
+def _header_names(handle: IO[bytes], label: str, opener: Opener, dialect: TextDialect) -> list[str]:
     problem = _RowProblem()
     try:
-        with opener() as handle:
+        with handle:
             reader = pacsv.open_csv(
                 handle,
                 read_options=_read_options(dialect),
@@ -258,7 +345,7 @@ def iter_delimited(
     )
 
     def batches() -> Iterator[pa.RecordBatch]:
-        with opener() as handle:
+        with _open_checked(opener, dialect) as handle:
             try:
                 reader = pacsv.open_csv(
                     handle,
@@ -279,6 +366,8 @@ def iter_delimited(
             out["source_row"] = pa.array(np.arange(row, row + table.num_rows, dtype=np.int64))
             row += table.num_rows
             yield pa.table(out)
+    except UndecodableBytes as found:
+        raise _undecodable_error(label, dialect.encoding, found) from None
     except pa.ArrowInvalid as exc:
         raise _input_error(label, opener, dialect, exc, problem) from None
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -641,7 +730,7 @@ def _joined_batches(media: pa.Table, core: pa.Table, source_file: str, chunk_row
 
 def _finish(media: pa.Table, core: pa.Table, source_file: str) -> pa.Table:
     """Record columns from matching media and core rows: source id, occurrence id fallback,
-    species binomial."""
+    species binomial, licence and rights holder of the media row, else of its occurrence."""
     n = media.num_rows
     coreid = media.column("_coreid")
     binomial = pc.binary_join_element_wise(core.column("genus"), core.column("specific_epithet"), " ")
@@ -650,6 +739,8 @@ def _finish(media: pa.Table, core: pa.Table, source_file: str) -> pa.Table:
         "source_id": coreid,
         "occurrence_id": pc.coalesce(core.column("occurrence_id"), coreid),
         "species": pc.coalesce(core.column("species"), binomial),  # null if either part is null
+        "license": pc.coalesce(media.column("license"), core.column("occurrence_license")),
+        "rights_holder": pc.coalesce(media.column("rights_holder"), core.column("occurrence_rights_holder")),
     }
     for name in media.column_names:
         columns.setdefault(name, media.column(name))
@@ -723,7 +814,8 @@ def iter_multimedia(
     extension file, then per hash partition, each partition in file order; with a single
     partition (files smaller than `join_memory_bytes`) that is exactly file order. An extension
     row whose coreid matches no core row keeps null core fields; a duplicated core id joins its
-    first row. Temporary partition files go to `temp_dir` (the system default if None).
+    first row. A media row's blank licence or rights holder is taken from its core row.
+    Temporary partition files go to `temp_dir` (the system default if None).
     """
     with Archive(path) as archive:
         targets = multimedia_files(archive)

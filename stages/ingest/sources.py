@@ -3,7 +3,8 @@
 Sources are given as `KIND:PATH`:
 
 - `gbif`: a Darwin Core Archive (zip or folder with meta.xml): one record per multimedia
-  extension row, joined to its occurrence core row (see `dwca.py`).
+  extension row, joined to its occurrence core row (see `dwca.py`); licence and rights holder
+  are the media row's, else its occurrence's.
 - `eol`: an EOL media manifest CSV (`EOL content ID, EOL page ID, Medium Source URL,
   EOL Full-Size Copy URL, License Name, Copyright Owner`).
 - `table`: any CSV (TSV if named `.tsv`/`.tab`; gzip/bz2/zstd by extension) or Parquet file with
@@ -11,7 +12,8 @@ Sources are given as `KIND:PATH`:
 
 Every reader streams (bounded memory) and yields record batches with exactly `RECORD_SCHEMA`:
 all strings, trimmed, blank -> null, plus `source_row` (0-based row in the source file). Bad
-input raises `pipeline.errors.InputError` naming the file and the row, column or byte.
+input raises `pipeline.errors.InputError` naming the file and the row, column or byte (bytes
+that the file's encoding cannot decode: their byte offset and line).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ VALIDATE_CHUNK_ROWS = 65536
 @dataclass(frozen=True)
 class SourceSummary:
     """What `validate_source` found: the file's record rows (-1 when not scanned) and, per
-    record column (gbif also `specific_epithet`), the source column or DwC term it comes from."""
+    record column (gbif also `specific_epithet` and the core's `occurrence_license` and
+    `occurrence_rights_holder` fallbacks), the source column or DwC term it comes from."""
 
     kind: str
     path: Path
