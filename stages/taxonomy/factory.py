@@ -67,8 +67,9 @@ def make_resolver(params: Mapping[str, Any], index: Path | None) -> Resolver:
         raise ConfigError(f"taxonomy.resolver must be one of {RESOLVERS}, got {kind!r}")
     if kind == "backbone":
         if index is None:
-            raise ConfigError("taxonomy.resolver = 'backbone' needs taxonomy.backbone_path "
-                              "(a GBIF backbone.zip or a folder with Taxon.tsv)")  # fmt: skip
+            raise ConfigError("taxonomy.resolver = 'backbone' needs taxonomy.backbone_path (a GBIF "
+                              "backbone.zip or a folder with Taxon.tsv: the GBIF Backbone Taxonomy "
+                              "dump, see docs/taxonomy-data.md for where to get it)")  # fmt: skip
         options = MatchOptions(params["uninomial_fuzzy"], int(params["max_edit_distance"]))
         return BackboneResolver(index, int(params["backbone_source_id"]), params["name_parser"],
                                 params["capitalize"], options, int(params["batch_size"]))  # fmt: skip

@@ -15,7 +15,9 @@ facts from the Catalogue of Life; the ids are made up) for multi-source tests.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -37,6 +39,11 @@ VERNACULAR_HEADER = ("taxonID", "vernacularName", "language", "country", "countr
                      "lifeStage", "source")  # fmt: skip
 HIGHER = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 HAND_SOURCE = "hand-added test fixture"
+# Files of a built dump, in this order; as zip entries with a fixed time (the zip epoch) and fixed
+# permissions, so the same rows give the same bytes (and the same dump sha256) on every build.
+DUMP_FILES = ("Taxon.tsv", "VernacularName.tsv")
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+ZIP_MODE = 0o100644  # regular file, rw-r--r--
 
 # Well-known common names by canonical name (taxon in the fixture): (name, language).
 HAND_VERNACULARS: dict[str, list[tuple[str, str]]] = {
@@ -192,20 +199,41 @@ def _tsv(header: tuple[str, ...], rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def zip_bytes(members: dict[str, str]) -> bytes:
+    """A zip of text members with fixed order, timestamps and permissions (same input, same bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in members.items():
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # Unix, whatever the platform, so the mode bits count
+            info.external_attr = ZIP_MODE << 16
+            archive.writestr(info, text.encode("utf-8"))
+    return buffer.getvalue()
+
+
+def write_if_changed(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` (via a temp file and a rename) unless it already holds these bytes,
+    so an unchanged file keeps its mtime (and the backbone index cached under that mtime)."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+    return path
+
+
 def write_dump(dest: Path, taxa: list[dict[str, str]], vernaculars: list[dict[str, str]],
                as_zip: bool = False) -> Path:  # fmt: skip
-    """Write Taxon.tsv + VernacularName.tsv into folder `dest` (or into the zip `dest`)."""
-    taxon_text = _tsv(TAXON_HEADER, taxa)
-    vernacular_text = _tsv(VERNACULAR_HEADER, vernaculars)
+    """Write Taxon.tsv + VernacularName.tsv into folder `dest` (or into the zip `dest`), the same
+    bytes for the same rows; files that already hold those bytes are left untouched."""
+    texts = dict(zip(DUMP_FILES, (_tsv(TAXON_HEADER, taxa), _tsv(VERNACULAR_HEADER, vernaculars)),
+                     strict=True))  # fmt: skip
     if as_zip:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("Taxon.tsv", taxon_text)
-            archive.writestr("VernacularName.tsv", vernacular_text)
-        return dest
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "Taxon.tsv").write_text(taxon_text, encoding="utf-8")
-    (dest / "VernacularName.tsv").write_text(vernacular_text, encoding="utf-8")
+        return write_if_changed(dest, zip_bytes(texts))
+    for name, text in texts.items():
+        write_if_changed(dest / name, text.encode("utf-8"))
     return dest
 
 

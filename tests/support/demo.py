@@ -7,6 +7,8 @@
 - Taxonomy: an offline GBIF-backbone dump built from 749 real GBIF usage records
   (tests/data/gbif) plus the photos' own classification as listed in their credits; two names are
   misspelled on purpose to show fuzzy matching.
+- Reruns: the inputs are rebuilt with the same bytes (fixed zip timestamps, order, permissions)
+  and left untouched when unchanged, so a rerun on the same root and port skips every partition.
 - Stages: every stage this version implements, through the real CLI (`tolpipe run all`).
 
     python -m tests.support.demo --root demo [--port 8741]
@@ -16,11 +18,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.backbone_fixture import TAXON_HEADER, taxon_rows, vernacular_rows, write_dump
+from tests.support.backbone_fixture import (
+    TAXON_HEADER,
+    taxon_rows,
+    vernacular_rows,
+    write_dump,
+    write_if_changed,
+)
 from tests.support.loopback_server import LoopbackServer
 from tests.support.photo_corpus import Photo, corpus_dir, load_corpus
 
@@ -102,11 +111,11 @@ def write_sources(path: Path, server: LoopbackServer, photos: list[Photo]) -> Pa
     for key, url in faults.items():
         rows.append({"url": url, "source_id": key, "provider": "gcompris-demo",
                      "scientific_name": "Bubo bubo", "license": "CC0-1.0"})  # fmt: skip
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_if_changed(path, text.getvalue().encode("utf-8"))
 
 
 def tolpipe(root: Path, *args: str) -> subprocess.CompletedProcess:
