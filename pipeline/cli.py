@@ -21,6 +21,7 @@ examples:
   tolpipe --root /scratch/tol run all
   tolpipe --root /scratch/tol --set download.max_attempts=8 retry download --reason http_429
   tolpipe --root /scratch/tol status
+  tolpipe --root /scratch/tol show download --reason http_404 --limit 50
   tolpipe --root /scratch/tol audit 5f0c...-uuid
   tolpipe config --defaults      # every setting, documented"""
 
@@ -65,21 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--source", action="append", default=[], metavar="KIND:PATH",
         help="ingest only: a source (gbif:DwC-A zip or folder, eol:CSV, table:CSV/Parquet); "
-        "repeatable; replaces ingest.sources from the config",
+        "repeatable; replaces ingest.sources. A root built from other sources refuses (naming "
+        "them) unless --rebuild",
+    )  # fmt: skip
+    run.add_argument(
+        "--add-source", action="append", default=[], metavar="KIND:PATH",
+        help="ingest only: add a source to those the root was built from; downstream stages "
+        "then recompute only the partitions the added rows change",
+    )  # fmt: skip
+    run.add_argument(
+        "--save", action="store_true",
+        help="also freeze this run's tuning settings (speed, concurrency, politeness, [run], "
+        "[cluster]) into the root's tolpipe.toml; without it they apply to this run alone",
     )  # fmt: skip
 
     retry = command("retry", "re-attempt failed rows of a stage by reason class")
+    retry.formatter_class = argparse.RawDescriptionHelpFormatter
+    retry.epilog = _retry_epilog()
     retry.add_argument("stage", help="the stage, e.g. download")
     retry.add_argument(
         "--reason", required=True, help="comma-separated reason codes, e.g. http_429,timeout"
     )
 
-    command("status", "per stage: partitions done/planned, rows by status and reason")
+    command("status", "per stage: partitions done/planned/stale, rows by status and reason")
+    show = command("show", "list or export a stage's rows by reason or status (default: dropped and failed)")
+    show.add_argument("stage", help="01..07 or a name (ingest, download, ...)")
+    show.add_argument("--reason", action="append", metavar="R[,R]",
+                      help="reason codes, e.g. duplicate_url or dropped:duplicate_url")  # fmt: skip
+    show.add_argument("--status", choices=["ok", "dropped", "failed", "all"])
+    show.add_argument("--limit", type=int,
+                      help="rows at most (default 20 for the table, all for exports; 0: all)")  # fmt: skip
+    show.add_argument("--format", dest="fmt", choices=["table", "csv", "json", "parquet"], default="table",
+                      help="table (terminal), csv, json (JSON lines) or parquet (every column)")  # fmt: skip
+    show.add_argument("--output", type=Path, help="file for csv/json/parquet (required for parquet)")
     audit = command("audit", "everything the stages built so far know of one sample")
     audit.add_argument("uuid", help="the sample's uuid (from any manifest)")
     config = command("config", "print the effective config (TOML)")
     config.add_argument("--defaults", action="store_true", help="print the documented defaults")
     return parser
+
+
+def _retry_epilog() -> str:
+    from pipeline.summary import retryable_help
+
+    return retryable_help()
 
 
 def _load(args: argparse.Namespace) -> dict:
@@ -88,19 +118,46 @@ def _load(args: argparse.Namespace) -> dict:
     return load_config(args.root, args.config, args.overrides)
 
 
+def _sources_overrides(args: argparse.Namespace) -> list[str]:
+    """--source replaces ingest.sources; --add-source appends to the root's (absolute paths)."""
+    from pipeline.config import absolutize, frozen_base
+
+    if args.source and args.add_source:
+        raise ConfigError("use either --source (the full list) or --add-source (additions)")
+    chosen = args.source or args.add_source
+    if not chosen:
+        return []
+    added = absolutize({"ingest": {"sources": list(chosen)}}, Path.cwd())["ingest"]["sources"]
+    args.added_sources = added if args.add_source else []
+    if args.add_source:
+        existing = frozen_base(args.root)["ingest"]["sources"]
+        added = [*existing, *(a for a in added if a not in existing)]
+    return ["ingest.sources=" + _toml_list(added)]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import describe_settings, load_layers
+    from pipeline.runlock import hold_root
     from pipeline.runner import run_stage
+    from pipeline.summary import format_run_summary
     from stages import available_stages, resolve_stage_dir
 
-    if args.source:
-        args.overrides = [*args.overrides, "ingest.sources=" + _toml_list(args.source)]
-    config = _load(args)
+    args.added_sources = []
+    args.overrides = [*args.overrides, *_sources_overrides(args)]
+    config, origins = load_layers(args.root, args.config, args.overrides)
     stage_dirs = available_stages() if args.stage == "all" else [resolve_stage_dir(args.stage)]
-    if args.source and stage_dirs != ["01_ingest"] and "01_ingest" not in stage_dirs:
-        raise ConfigError("--source applies to the ingest stage only")
-    for stage_dir in stage_dirs:
-        data = run_stage(args.root, stage_dir, config, rebuild=args.rebuild)
-        _print_summary(stage_dir, data)
+    if (args.source or args.add_source) and "01_ingest" not in stage_dirs:
+        raise ConfigError("--source and --add-source apply to the ingest stage only")
+    lines = describe_settings(config, origins)
+    print("settings that differ from the defaults:" if lines else "settings: all defaults")
+    for line in lines:
+        print(f"  {line}")
+    options = {"added_sources": args.added_sources}
+    with hold_root(args.root, "run " + args.stage):
+        for stage_dir in stage_dirs:
+            data = run_stage(args.root, stage_dir, config, rebuild=args.rebuild, options=options,
+                             save=args.save)  # fmt: skip
+            print(format_run_summary(stage_dir, data), flush=True)
     return 0
 
 
@@ -110,23 +167,25 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
-def _print_summary(stage_dir: str, data: dict) -> None:
-    statuses = ", ".join(f"{k} {v:,}" for k, v in data["totals"]["by_status"].items())
-    print(
-        f"{stage_dir}: {data.get('partitions_planned', 0)} partitions "
-        f"({data.get('partitions_skipped', 0)} already done), {statuses or 'no rows'}"
-    )
-
-
 def _cmd_retry(args: argparse.Namespace) -> int:
     from pipeline.runner import retry_stage
+    from pipeline.summary import format_run_summary
     from stages import resolve_stage_dir
 
     stage_dir = resolve_stage_dir(args.stage)
     reasons = [r.strip() for r in args.reason.split(",") if r.strip()]
     data = retry_stage(args.root, stage_dir, _load(args), reasons)
-    statuses = ", ".join(f"{k} {v:,}" for k, v in data["totals"]["by_status"].items())
-    print(f"{stage_dir}: retried {len(data['partitions_retried'])} partitions; now {statuses}")
+    print(format_run_summary(stage_dir, data))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from pipeline.show import show_rows
+
+    _load(args)
+    text = show_rows(args.root, args.stage, args.reason, args.status, args.limit, args.fmt, args.output)
+    if text:
+        print(text)
     return 0
 
 
@@ -162,6 +221,7 @@ COMMANDS = {
     "run": _cmd_run,
     "retry": _cmd_retry,
     "status": _cmd_status,
+    "show": _cmd_show,
     "audit": _cmd_audit,
     "config": _cmd_config,
 }

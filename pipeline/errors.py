@@ -30,3 +30,26 @@ class StageFailure(TolpipeError):
     """One or more partitions raised; committed partitions stay committed."""
 
     exit_code = 1
+
+
+class RootBusyError(TolpipeError):
+    """Another run holds the work root (or the root's filesystem cannot lock)."""
+
+    exit_code = 4
+
+
+class RootNotWritableError(TolpipeError):
+    """The work root (or a folder a run writes to) cannot be written."""
+
+    def __init__(self, path: object, exc: OSError):
+        reason = exc.strerror or type(exc).__name__
+        super().__init__(
+            f"{path}: not writable ({reason}); runs write manifests, the image store and the "
+            "frozen config under the work root (status, show and audit only read)"
+        )
+
+
+class UpstreamError(TolpipeError):
+    """A stage's upstream stage is empty, unfinished or stale."""
+
+    exit_code = 3

@@ -109,6 +109,8 @@ class CommitRecord:
     run_id: str | None = None
     # Where the partition was computed: the worker's host, pid and Slurm job id (if any).
     computed_on: dict[str, Any] | None = None
+    # The partition's stable key (pipeline.stage.Partition.key), if the stage gives one.
+    key: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, indent=1)
@@ -182,6 +184,7 @@ class ManifestStore:
         side_files: dict[str, Path] | None = None,
         retries: int = 0,
         run_id: str | None = None,
+        key: str | None = None,
     ) -> CommitRecord:
         """Validate, publish side files, publish the partition, then write its commit record."""
         counts = validate_table(table, schema, rows_in)
@@ -209,6 +212,7 @@ class ManifestStore:
             retries=retries,
             run_id=run_id,
             computed_on=_worker_identity(),
+            key=key,
         )
         atomic.write_text(self.record_path(index), record.to_json())
         return record

@@ -10,7 +10,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.ledger import ManifestStore
-from pipeline.runrecord import read_runs
+from pipeline.lineage import stale_partitions, unreferenced_files
+from pipeline.litter import find_litter
+from pipeline.runlock import current_holder, describe
+from pipeline.runrecord import RUNNING, read_runs
 
 
 def stage_dirs(root: Path) -> list[str]:
@@ -19,11 +22,25 @@ def stage_dirs(root: Path) -> list[str]:
     return [d for d in STAGE_MODULES if (Path(root) / "manifests" / d).is_dir()]
 
 
-def stage_status(root: Path, stage_dir: str) -> dict[str, Any]:
+def _removed_since(root: Path, stage_dir: str, since: str) -> int:
+    """Partitions of a stage that runs of other stages removed (as built from orphans) after
+    `since`: they no longer count as planned."""
+    removed = 0
+    for other in stage_dirs(root):
+        for run in read_runs(root, other):
+            if other != stage_dir and run.get("started_utc", "") > since:
+                removed += len(run.get("downstream_removed", {}).get(stage_dir, []))
+    return removed
+
+
+def stage_status(root: Path, stage_dir: str, cache: dict | None = None) -> dict[str, Any]:
     store = ManifestStore(root, stage_dir)
     records = store.committed_records()
     runs = read_runs(root, stage_dir)
-    planned = next((r.get("partitions_planned") for r in reversed(runs) if "partitions_planned" in r), None)
+    last_plan = next((r for r in reversed(runs) if "partitions_planned" in r), None)
+    planned = None
+    if last_plan is not None:
+        planned = last_plan["partitions_planned"] - _removed_since(root, stage_dir, last_plan["started_utc"])
     by_status: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
     for record in records.values():
@@ -37,27 +54,62 @@ def stage_status(root: Path, stage_dir: str) -> dict[str, Any]:
         "by_status": dict(by_status),
         "by_reason": dict(by_reason.most_common()),
         "last_run": runs[-1] if runs else None,
+        "stale": stale_partitions(root, stage_dir, cache),
     }
+
+
+def _outcome(run: dict[str, Any], holder: dict[str, Any] | None) -> str:
+    outcome = run.get("outcome", "unfinished")
+    if outcome == RUNNING:
+        return "running now" if holder is not None else "killed (did not finish)"
+    return outcome
+
+
+def _stale_lines(stage_dir: str, stale: list) -> list[str]:
+    if not stale:
+        return []
+    sources = sorted({s.upstream.split("/")[0] for s in stale})
+    parts = ", ".join(f"part-{s.index:05d}" for s in stale[:5]) + (" ..." if len(stale) > 5 else "")
+    short = stage_dir.split("_", 1)[1]
+    return [f"    stale: {len(stale)} partition(s) built from {', '.join(sources)} partitions that "
+            f"changed since ({parts}): run `tolpipe run {short}`"]  # fmt: skip
+
+
+def _leftover_lines(root: Path, holder: dict[str, Any] | None) -> list[str]:
+    lines = []
+    if holder is not None:
+        lines.append(f"in use by {describe(holder)}")
+    litter = find_litter(root, keep_tag=(holder or {}).get("run_tag"))
+    loose = [] if holder is not None else unreferenced_files(root)
+    if litter.paths or loose:
+        size = litter.bytes + sum(p.stat().st_size for p in loose)
+        lines.append(f"leftovers of killed runs: {len(litter.paths)} temp file(s), {len(loose)} file(s) "
+                     f"without a commit record, {size / 1e6:,.1f} MB; the next run removes them")  # fmt: skip
+    return lines
 
 
 def format_status(root: Path) -> str:
     dirs = stage_dirs(root)
     if not dirs:
         return f"no manifests under {Path(root) / 'manifests'} yet: run `tolpipe run ingest` first"
+    holder = current_holder(root)
     lines = []
+    cache: dict = {}
     for stage_dir in dirs:
-        s = stage_status(root, stage_dir)
+        s = stage_status(root, stage_dir, cache)
         total = "?" if s["partitions_planned"] is None else s["partitions_planned"]
         statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(s["by_status"].items()) if v)
         last = s["last_run"]
-        when = f"; last run {last['run_id']} {last.get('outcome', 'unfinished')}" if last else ""
+        when = f"; last run {last['run_id']} {_outcome(last, holder)}" if last else ""
+        stale = f", {len(s['stale'])} stale" if s["stale"] else ""
         lines.append(
-            f"{stage_dir}: {s['partitions_done']}/{total} partitions, "
+            f"{stage_dir}: {s['partitions_done']}/{total} partitions{stale}, "
             f"{s['rows']:,} rows ({statuses or 'none'}){when}"
         )
+        lines += _stale_lines(stage_dir, s["stale"])
         for reason, count in s["by_reason"].items():
             lines.append(f"    {reason}: {count:,}")
-    return "\n".join(lines)
+    return "\n".join(lines + _leftover_lines(Path(root), holder))
 
 
 def find_row(root: Path, stage_dir: str, uuid: str) -> tuple[int, dict[str, Any]] | None:

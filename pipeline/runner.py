@@ -8,17 +8,22 @@ committed make the runner refuse (naming them) unless rebuild=True.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from pipeline import atomic
 from pipeline.config import freeze
 from pipeline.digest import changed_keys, digest_json
 from pipeline.errors import ConfigError, ParameterChangeError, StageFailure, TolpipeError
 from pipeline.executors import Mapper, open_client
+from pipeline.housekeeping import check_upstream, preflight_writable, tidy_root, tuning_keys
 from pipeline.ledger import ManifestStore
+from pipeline.lineage import remove_partitions
 from pipeline.progress import Progress
+from pipeline.runlock import hold_root
 from pipeline.runrecord import RunRecord
 from pipeline.stage import Partition, Stage, StageContext
 
@@ -27,15 +32,24 @@ def section_name(stage_dir: str) -> str:
     return stage_dir.split("_", 1)[1]
 
 
-def stage_context(root: Path, stage_dir: str, config: dict[str, Any]) -> StageContext:
+def stage_context(
+    root: Path, stage_dir: str, config: dict[str, Any], options: dict[str, Any] | None = None
+) -> StageContext:
     section = section_name(stage_dir)
     if section not in config:
         raise ConfigError(f"no [{section}] section in the config")
-    return StageContext(Path(root).resolve(), stage_dir, dict(config[section]), config)
+    return StageContext(Path(root).resolve(), stage_dir, dict(config[section]), config, dict(options or {}))
+
+
+def _with_run_tag(tag: str, fn: Any, *args: Any) -> Any:
+    """Worker side: name this run's temp files with its tag, then run the task."""
+    atomic.set_run_tag(tag)
+    return fn(*args)
 
 
 class LazyMapper(Mapper):
-    """Opens the configured cluster only when there is work to map (or uses a given client)."""
+    """Opens the configured cluster only when there is work to map (or uses a given client).
+    Every task it maps runs under the run's tag (see pipeline.atomic)."""
 
     def __init__(self, cluster_cfg: dict[str, Any], stack: ExitStack, client: Any = None):
         self.cluster_cfg, self.stack, self._client = cluster_cfg, stack, client
@@ -45,6 +59,11 @@ class LazyMapper(Mapper):
         if self._client is None:
             self._client = self.stack.enter_context(open_client(self.cluster_cfg))
         return self._client
+
+    def map_unordered(self, fn: Any, items: Any, *args: Any) -> Any:
+        tagged = functools.partial(_with_run_tag, atomic.run_tag(), fn)
+        functools.update_wrapper(tagged, fn)  # task names in dask stay the function's
+        return super().map_unordered(tagged, items, *args)
 
 
 def check_parameters(store: ManifestStore, params: dict[str, Any], rebuild: bool) -> None:
@@ -77,7 +96,7 @@ def _execute_partition(
     store = ManifestStore(ctx.root, stage_dir)
     record = store.commit(
         part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
-        output.side_files, run_id=run_id,
+        output.side_files, run_id=run_id, key=part.key,
     )  # fmt: skip
     return {"index": part.index, "rows": record.rows, "counts": record.counts}
 
@@ -99,7 +118,7 @@ def _execute_retry(
     output = stage.retry_partition(part, ctx, previous, set(reasons))
     record = store.commit(
         part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
-        output.side_files, retries=retries, run_id=run_id,
+        output.side_files, retries=retries, run_id=run_id, key=part.key,
     )  # fmt: skip
     return {"index": part.index, "rows": record.rows, "counts": record.counts}
 
@@ -115,14 +134,11 @@ def _totals(store: ManifestStore, indices: list[int]) -> dict[str, Any]:
     return {"by_status": dict(sorted(by_status.items())), "by_reason": dict(sorted(by_reason.items()))}
 
 
-def _remove_orphans(store: ManifestStore, planned: set[int]) -> list[int]:
-    """Committed partitions that the current plan no longer has (inputs shrank): remove them,
-    record first, so downstream never reads rows that no longer belong to this stage."""
+def _remove_orphans(store: ManifestStore, planned: set[int]) -> dict[str, list[int]]:
+    """Committed partitions that the current plan no longer has (inputs shrank): remove them
+    with their side files and every downstream partition built from them."""
     orphans = sorted(set(store.committed_records()) - planned)
-    for index in orphans:
-        store.record_path(index).unlink(missing_ok=True)
-        store.part_path(index).unlink(missing_ok=True)
-    return orphans
+    return remove_partitions(store.root, {store.stage_dir: orphans}) if orphans else {}
 
 
 def _map_partitions(
@@ -165,17 +181,33 @@ def run_stage(
     *,
     rebuild: bool = False,
     client: Any = None,
+    options: dict[str, Any] | None = None,
+    save: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) one stage; returns the run record's data."""
     from stages import load_stage
 
     stage: Stage = load_stage(stage_dir)
-    ctx = stage_context(Path(root), stage_dir, config)
-    params = stage.output_params(ctx.params)
-    store = ManifestStore(ctx.root, stage_dir)
-    check_parameters(store, params, rebuild)
-    freeze(ctx.root, config)
-    record = RunRecord(ctx.root, stage_dir, "rebuild" if rebuild else "run", config)
+    with hold_root(root, f"run {stage_dir}") as lock:
+        ctx = stage_context(Path(root), stage_dir, config, {"rebuild": rebuild, **(options or {})})
+        preflight_writable(ctx.root, stage)
+        tidy = tidy_root(ctx.root, lock)
+        check_upstream(ctx.root, stage)
+        params = stage.output_params(ctx.params)
+        store = ManifestStore(ctx.root, stage_dir)
+        check_parameters(store, params, rebuild)
+        stage.check(ctx)
+        freeze(ctx.root, config, tuning_keys(), save=save)
+        record = RunRecord(ctx.root, stage_dir, "rebuild" if rebuild else "run", config)
+        record.start(run_tag=lock.tag, housekeeping=tidy)
+        return _run_partitions(stage, ctx, store, params, record, client)
+
+
+def _run_partitions(
+    stage: Stage, ctx: StageContext, store: ManifestStore, params: dict[str, Any], record: RunRecord,
+    client: Any,
+) -> dict[str, Any]:
+    config = ctx.config
     with ExitStack() as stack:
         mapper = LazyMapper(config["cluster"], stack, client)
         stage.prepare(ctx, mapper)
@@ -183,23 +215,25 @@ def run_stage(
         digest = digest_json(params)
         verify = config["run"]["verify_sha256"]
         todo = [p for p in parts if not store.is_done(p.index, p.inputs, digest, verify)]
-        progress = _progress(stage_dir, len(todo), config)
+        progress = _progress(stage.dir, len(todo), config)
         progress.message(f"{len(parts)} partitions planned, {len(parts) - len(todo)} already done")
         failures = _map_partitions(
-            mapper, _execute_partition, todo, progress, stage_dir, ctx, params, record.run_id
+            mapper, _execute_partition, todo, progress, stage.dir, ctx, params, record.run_id
         )
     indices = [p.index for p in parts]
-    orphans = [] if failures else _remove_orphans(store, set(indices))
+    removed = {} if failures else _remove_orphans(store, set(indices))
     data = record.finish(
         "failed" if failures else "ok",
         partitions_planned=len(parts),
         partitions_skipped=len(parts) - len(todo),
         partitions_computed=len(todo) - len(failures),
         partitions_failed=[i for i, _ in failures],
-        partitions_removed=orphans,
+        partitions_removed=removed.pop(stage.dir, []),
+        downstream_removed=removed,
+        rows_computed=progress.rows,
         totals=_totals(store, indices),
     )
-    _raise_failures(stage_dir, failures, len(todo))
+    _raise_failures(stage.dir, failures, len(todo))
     return data
 
 
@@ -221,11 +255,25 @@ def retry_stage(
     if unknown:
         allowed = ", ".join(stage.retryable_reasons)
         raise ConfigError(f"not retryable in {stage_dir}: {', '.join(unknown)} (allowed: {allowed})")
-    ctx = stage_context(Path(root), stage_dir, config)
-    params = stage.output_params(ctx.params)
-    store = ManifestStore(ctx.root, stage_dir)
-    check_parameters(store, params, rebuild=False)
-    record = RunRecord(ctx.root, stage_dir, f"retry {','.join(reasons)}", config)
+    with hold_root(root, f"retry {stage_dir}") as lock:
+        ctx = stage_context(Path(root), stage_dir, config)
+        preflight_writable(ctx.root, stage)
+        tidy = tidy_root(ctx.root, lock)
+        check_upstream(ctx.root, stage)
+        params = stage.output_params(ctx.params)
+        store = ManifestStore(ctx.root, stage_dir)
+        check_parameters(store, params, rebuild=False)
+        stage.check(ctx)
+        record = RunRecord(ctx.root, stage_dir, f"retry {','.join(reasons)}", config)
+        record.start(run_tag=lock.tag, housekeeping=tidy)
+        return _retry_partitions(stage, ctx, store, params, record, reasons, client)
+
+
+def _retry_partitions(
+    stage: Stage, ctx: StageContext, store: ManifestStore, params: dict[str, Any], record: RunRecord,
+    reasons: list[str], client: Any,
+) -> dict[str, Any]:
+    config, stage_dir = ctx.config, stage.dir
     wanted = {f"failed:{r}" for r in reasons}
     with ExitStack() as stack:
         mapper = LazyMapper(config["cluster"], stack, client)

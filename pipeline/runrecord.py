@@ -16,6 +16,9 @@ from typing import Any
 from pipeline import __version__, atomic
 from pipeline.config import config_digest
 
+# Outcome of a run record while the run is in progress (or forever, if the run was killed).
+RUNNING = "running"
+
 KEY_PACKAGES = (
     "dask", "distributed", "dask-jobqueue", "pyarrow", "pandas", "numpy", "requests", "pillow",
     "torch", "torchvision", "open_clip_torch", "facenet-pytorch", "PytorchWildlife", "pdqhash",
@@ -75,15 +78,31 @@ class RunRecord:
             "started_utc": datetime.now(UTC).isoformat(),
         }
 
+    def start(self, **fields: Any) -> None:
+        """Written before any work, outcome "running": a run killed before finish() stays so, and
+        later runs see that the stage did not finish."""
+        self.data.update(fields)
+        self.data["outcome"] = RUNNING
+        self._write()
+
     def finish(self, outcome: str, **fields: Any) -> dict[str, Any]:
         self.data.update(fields)
         self.data["outcome"] = outcome
         self.data["ended_utc"] = datetime.now(UTC).isoformat()
         self.data["elapsed_s"] = round(time.time() - self.started, 3)
-        atomic.write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str))
+        self._write()
         return self.data
+
+    def _write(self) -> None:
+        atomic.write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True, default=str))
 
 
 def read_runs(root: Path, stage_dir: str) -> list[dict[str, Any]]:
     runs_dir = Path(root) / "manifests" / stage_dir / "_runs"
     return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
+
+
+def last_build(root: Path, stage_dir: str) -> dict[str, Any] | None:
+    """The latest run or rebuild of a stage (retries only rewrite rows of committed partitions)."""
+    builds = [r for r in read_runs(root, stage_dir) if not str(r.get("command", "")).startswith("retry")]
+    return builds[-1] if builds else None

@@ -8,6 +8,9 @@ first) plus optional side files (e.g. the image store) that are committed with i
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ class Partition:
     inputs: dict[str, str]
     # Picklable, JSON-able description of the work; passed back to run_partition.
     payload: dict[str, Any] = field(default_factory=dict)
+    # What the partition holds, stable across runs (e.g. ingest's host and sub-bucket), kept in
+    # its commit record so a later plan can give the same work the same index.
+    key: str | None = None
 
 
 @dataclass
@@ -46,6 +52,8 @@ class StageContext:
     stage_dir: str
     params: dict[str, Any]  # this stage's config section (effective)
     config: dict[str, Any]  # the whole effective config, read-only
+    # How the run was asked for: {"rebuild": bool, "added_sources": [...]} (see pipeline.runner).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def manifest_path(self, stage_dir: str, index: int) -> Path:
         return self.root / "manifests" / stage_dir / f"part-{index:05d}.parquet"
@@ -68,13 +76,25 @@ class StageContext:
         return path
 
     def temp_path(self, suffix: str = "") -> Path:
-        """A unique temporary file name on the work root's filesystem, for side files."""
-        import os
-        import uuid
+        """A unique temporary file name on the work root's filesystem, for side files. Its name
+        carries the run's tag, so a killed run's leftovers are found and removed later."""
+        from pipeline import atomic
 
         tmp = self.root / "work" / self.stage_dir / "_tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+        return tmp / atomic.tagged(f"file{suffix}")
+
+    @contextmanager
+    def scratch_dir(self, name: str) -> Iterator[Path]:
+        """A folder for scratch files, removed on exit (or by a later run if this one is killed)."""
+        from pipeline import atomic
+
+        path = self.root / "work" / self.stage_dir / "_tmp" / atomic.tagged(name)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class Stage:
@@ -91,6 +111,12 @@ class Stage:
     upstream: str | None = None
     # Reason codes `tolpipe retry <stage>` accepts (empty: the stage does not support retry).
     retryable_reasons: tuple[str, ...] = ()
+    # Volatile keys that only tune one run (speed, concurrency, politeness): a value given with
+    # --config or --set applies to that run alone unless --save; every other key is frozen into
+    # the root's tolpipe.toml (output parameters, and locations such as sources and dumps).
+    tuning_params: tuple[str, ...] = ()
+    # Root-relative folders the stage writes side files to (checked writable before a run).
+    side_dirs: tuple[str, ...] = ()
 
     @property
     def dir(self) -> str:
@@ -99,6 +125,10 @@ class Stage:
     def output_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters whose digest goes into every commit record."""
         return {k: v for k, v in sorted(params.items()) if k not in self.volatile_params}
+
+    def check(self, ctx: StageContext) -> None:
+        """Optional driver-side checks before the run writes anything (frozen config, run
+        record): raise a TolpipeError to refuse (e.g. ingest's changed sources)."""
 
     def prepare(self, ctx: StageContext, mapper: Any) -> None:
         """Optional driver-side step before plan() (e.g. ingest's shuffle by host). `mapper` is a

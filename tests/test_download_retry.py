@@ -55,7 +55,7 @@ def test_retry_by_reason_recommits_only_affected_rows(tmp_path, server):
     server.set_down(1, False)
     result = cli(root, "--config", str(conf), "--set", "download.max_attempts=3",
                  "retry", "download", "--reason", "http_5xx,host_circuit_open")  # fmt: skip
-    assert "retried 2 partitions" in result.stdout
+    assert "2 retried" in result.stdout
 
     after = {r["url"]: r for r in all_rows(root)}
     assert set(after) == set(before)

@@ -79,7 +79,10 @@ def test_smaller_input_removes_orphan_partitions(tmp_path: Path):
     root = tmp_path / "root"
     cli(root, "--set", "ingest.batch_size=25", "run", "ingest", "--source", f"table:{big}")
     assert len(partition_digests(root, "01_ingest")) == 8
-    cli(root, "--set", "ingest.batch_size=25", "run", "ingest", "--source", f"table:{small}")
+    refused = cli(root, "--set", "ingest.batch_size=25", "run", "ingest", "--source", f"table:{small}",
+                  check=False)  # fmt: skip
+    assert refused.returncode == 3 and "other sources" in refused.stderr
+    cli(root, "--set", "ingest.batch_size=25", "run", "ingest", "--rebuild", "--source", f"table:{small}")
     assert len(partition_digests(root, "01_ingest")) == 2
     assert read_all(root).num_rows == 50
 

@@ -8,6 +8,7 @@ manifests/README.md (02 download) for the columns and reason codes.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,12 +17,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
+from pipeline.executors import local_workers
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.download import reasons as R
 from stages.download.fetch import host_name
 from stages.download.manifest import SCHEMA
 from stages.download.partition import download_rows, retry_rows
-from stages.download.settings import VOLATILE_PARAMS
+from stages.download.settings import TUNING_PARAMS, VOLATILE_PARAMS, load_settings, unmatched_overrides
+from stages.download.store import STORE_DIR
 
 UPSTREAM = "01_ingest"
 
@@ -34,7 +37,7 @@ def concurrent_slots(ctx: StageContext) -> int:
     cluster = ctx.config.get("cluster", {})
     kind = cluster.get("kind", "local")
     if kind == "local":
-        return int(cluster["workers"]) * int(cluster["threads_per_worker"])
+        return local_workers(cluster) * int(cluster["threads_per_worker"])
     if kind == "slurm":
         return int(cluster["jobs"]) * int(cluster["cores"])
     raise ConfigError(
@@ -55,6 +58,8 @@ class DownloadStage(Stage):
     name = "download"
     upstream = UPSTREAM
     volatile_params = VOLATILE_PARAMS
+    tuning_params = TUNING_PARAMS
+    side_dirs = (STORE_DIR,)
     retryable_reasons = R.RETRYABLE
     schema = SCHEMA
 
@@ -62,6 +67,11 @@ class DownloadStage(Stage):
         committed = ctx.committed(UPSTREAM)
         hosts = {i: _ok_hosts(ctx.manifest_path(UPSTREAM, i)) for i in sorted(committed)}
         partitions_of_host = Counter(h for names in hosts.values() for h in names)
+        load_settings(ctx.params)  # bad settings fail the run here, not every partition
+        # An override for a host no row has is likely a typo; only this driver step sees all hosts.
+        warning = unmatched_overrides(ctx.params.get("host_overrides", {}), set(partitions_of_host))
+        if warning:
+            print(f"[02_download] warning: {warning}", file=sys.stderr, flush=True)
         slots = concurrent_slots(ctx)
         return [
             Partition(

@@ -3,7 +3,6 @@ store file; and the retry of a committed partition's failed rows."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,25 +40,9 @@ def _host(url: str, fallback: str) -> str:
 
 
 def _spool(ctx: StageContext, index: int) -> Spool:
-    folder = ctx.work_dir("spool")
-    prefix = f"part-{index:05d}-"
-    for old in folder.glob(prefix + "*.spool"):
-        pid = int(old.name[len(prefix) :].split("-")[0])
-        if not _alive(pid):  # left by a killed run
-            old.unlink(missing_ok=True)
-    return Spool(folder / f"{prefix}{os.getpid()}-{os.urandom(6).hex()}.spool")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """A scratch file named with the run's tag: a killed run's spool is removed by the next run
+    that holds the root (pipeline.litter), whatever became of the process that wrote it."""
+    return Spool(ctx.temp_path(f"-part-{index:05d}.spool"))
 
 
 def _env(part: Partition, settings: DownloadSettings) -> AttemptEnv:

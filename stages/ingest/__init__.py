@@ -20,6 +20,7 @@ from pipeline.progress import Progress
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.ingest import shuffle
 from stages.ingest.assemble import finish_sub_bucket, read_partition
+from stages.ingest.identity import guard_sources, partition_key, source_key, stable_indices
 from stages.ingest.rules import classify, sample_uuids
 from stages.ingest.sources import iter_source, validate_source
 
@@ -46,7 +47,10 @@ def parse_sources(values: list[str]) -> list[tuple[str, Path]]:
         kind, sep, path = value.partition(":")
         if not sep or kind not in SOURCE_KINDS or not path:
             raise ConfigError(f"source {value!r}: expected KIND:PATH with KIND in {SOURCE_KINDS}")
-        sources.append((kind, Path(path).expanduser().resolve()))
+        source = (kind, Path(path).expanduser().resolve())
+        if source in sources:
+            raise ConfigError(f"source {value!r} is given twice")
+        sources.append(source)
     return sources
 
 
@@ -75,16 +79,26 @@ class IngestStage(Stage):
     # Sources are tracked by content digest (Partition.inputs), not by path; read sizes only
     # change speed and memory.
     volatile_params = ("sources", "chunk_rows", "occurrence_bucket_mb", "dwca_join_memory_mb")
+    tuning_params = ("chunk_rows", "occurrence_bucket_mb", "dwca_join_memory_mb")
 
     def __init__(self) -> None:
         self._staging: Path | None = None
+        self._sources: list[tuple[str, Path]] = []
         self._inputs: dict[str, str] = {}
 
-    def prepare(self, ctx: StageContext, mapper: Any) -> None:
+    def check(self, ctx: StageContext) -> None:
+        """Sources readable, and the same as the committed partitions were built from."""
         sources = parse_sources(ctx.params["sources"])
         for kind, path in sources:
             validate_source(kind, path)
-        self._inputs = {f"source-{i}": f"{k}:{source_digest(p)}" for i, (k, p) in enumerate(sources)}
+        self._sources = sources
+        self._inputs = {source_key(k, p): source_digest(p) for k, p in sources}
+        added = ctx.options.get("added_sources") or []
+        declared = {source_key(k, p) for k, p in parse_sources(added)} if added else set()
+        guard_sources(ctx, self._inputs, declared)
+
+    def prepare(self, ctx: StageContext, mapper: Any) -> None:
+        sources = self._sources
         key = digest_json({"inputs": self._inputs, "params": self.output_params(ctx.params),
                            "layout": shuffle.LAYOUT_VERSION})[:16]  # fmt: skip
         folder = ctx.work_dir() / f"staging-{key}"
@@ -130,16 +144,17 @@ class IngestStage(Stage):
         reading = _progress(ctx, "read", len(sources), "sources")
         join_memory = params["dwca_join_memory_mb"] << 20
 
-        def batches():
+        def batches(join_dir: Path):
             for index, (kind, path) in enumerate(sources):
                 chunks = iter_source(
                     kind, path, params["chunk_rows"],
-                    join_memory_bytes=join_memory, temp_dir=ctx.work_dir("dwca-join"),
+                    join_memory_bytes=join_memory, temp_dir=join_dir,
                 )  # fmt: skip
                 yield from ((index, b) for b in chunks)
                 reading.advance(1)
 
-        host_rows = shuffle.pass1(batches(), layout, n_buckets, lambda n: reading.advance(0, n))
+        with ctx.scratch_dir("dwca-join") as join_dir:
+            host_rows = shuffle.pass1(batches(join_dir), layout, n_buckets, lambda n: reading.advance(0, n))
         shuffle.mark_done(marker, host_rows)
         return host_rows
 
@@ -154,9 +169,13 @@ class IngestStage(Stage):
     def plan(self, ctx: StageContext) -> list[Partition]:
         assert self._staging is not None, "prepare() runs before plan()"
         staged = shuffle.read_marker(self._staging / shuffle.PLAN_FILE)
+        subs = shuffle.sub_bucket_counts(staged["host_rows"], ctx.params["shuffle_rows"])
+        keys = [partition_key(p, subs[p["host"]]) for p in staged["partitions"]]
+        indices = stable_indices(keys, ctx.committed(self.dir))
         return [
-            Partition(index=i, inputs=dict(self._inputs), payload={"staging": str(self._staging), **p})
-            for i, p in enumerate(staged["partitions"])
+            Partition(index=index, inputs=dict(self._inputs), key=key,
+                      payload={"staging": str(self._staging), **p})  # fmt: skip
+            for index, key, p in zip(indices, keys, staged["partitions"], strict=True)
         ]
 
     def run_partition(self, part: Partition, ctx: StageContext) -> PartitionOutput:

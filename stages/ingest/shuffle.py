@@ -306,6 +306,7 @@ def plan_partitions(
         for group in range(meta.num_row_groups):
             partitions.append({
                 "host": hosts[host_index],
+                "sub": sub,
                 "file": str(path.relative_to(layout.folder)),
                 "row_group": group,
                 "rows": meta.row_group(group).num_rows,

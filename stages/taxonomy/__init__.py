@@ -45,6 +45,8 @@ class TaxonomyStage(Stage):
         "backbone_path", "index_dir", "gnverifier_url", "batch_size", "timeout_s",
         "max_attempts", "backoff_s", "backoff_max_s", "concurrency",
     )  # fmt: skip
+    # Speed settings apply to one run unless --save; the locations stay with the root.
+    tuning_params = ("batch_size", "timeout_s", "max_attempts", "backoff_s", "backoff_max_s", "concurrency")
     retryable_reasons = (RESOLVER_ERROR,)
 
     def _upstream_indices(self, ctx: StageContext) -> list[tuple[int, str, str]]:

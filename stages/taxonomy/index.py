@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline import atomic
 from pipeline.digest import digest_json
 from pipeline.errors import InputError
 from stages.taxonomy.names import stem_canonical
@@ -259,7 +260,11 @@ def ensure_index(
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same index
         if dest.exists():
             return dest
-        temp = folder / f".tmp-{os.getpid()}-{dest.name}"
+        # Holding the build lock, no other process is building here: earlier builders' temp
+        # files are from killed processes.
+        for old in folder.glob(f"{atomic.TEMP_PREFIX}*"):
+            old.unlink(missing_ok=True)
+        temp = atomic.temp_name(dest)
         try:
             build_index(dump, temp, on_rows)
             os.replace(temp, dest)
