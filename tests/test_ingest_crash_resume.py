@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.digest import sha256_file
 from pipeline.ledger import ManifestStore
 from tests.conftest import cli, kill_group, partition_digests, start_cli, write_url_table
+from tests.support.pipeline_root import tree_files
 
 TRIALS = 5
 SETTINGS = ["--set", "ingest.batch_size=100", "--set", "run.verify_sha256=true"]
@@ -65,6 +66,8 @@ def test_kill_9_at_random_points_then_resume_equals_uninterrupted(tmp_path: Path
             partial_kills += 0 < done < len(reference)
         cli(root, *SETTINGS, "run", "ingest", "--source", f"table:{source}", processes=True)
         assert partition_digests(root, "01_ingest") == reference, f"trial {trial}"
+        # No litter: exactly the files an uninterrupted run leaves.
+        assert tree_files(root) == tree_files(reference_root), f"trial {trial}"
         runs = sorted((root / "manifests/01_ingest/_runs").glob("*.json"))
         assert json.loads(runs[-1].read_text())["outcome"] == "ok"
     # The random kills must really have landed mid-run at least once.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,31 @@ def test_kill_between_write_and_rename_leaves_no_litter(
     assert find_litter(root).paths == []
     same_outputs(root, reference)
     assert last_run(root, stage)["housekeeping"]["temp_files_removed"]["count"] >= 1
+
+
+@pytest.mark.parametrize("stage", ["ingest", "download", "taxonomy"])
+def test_kill_9_at_random_moments_leaves_no_litter(
+    tmp_path: Path, templates: dict[str, Path], gbif_dump: Path, stage: str  # noqa: F811
+):
+    """Random kills of the whole process group (driver and worker processes), then a rerun:
+    the files of an uninterrupted run, no more (the crash-resume tests of each stage compare
+    contents over more trials)."""
+    reference = tmp_path / "reference"
+    shutil.copytree(templates[stage], reference)
+    args = run_args(stage, templates, gbif_dump)
+    started = time.monotonic()
+    cli(reference, *args, processes=True)
+    duration = time.monotonic() - started
+    rng = random.Random(f"{stage}-20261202")
+    for trial in range(4):
+        root = tmp_path / f"trial-{trial}"
+        shutil.copytree(templates[stage], root)
+        proc = start_cli(root, *args)
+        time.sleep(rng.uniform(0.1, duration))
+        kill_group(proc)
+        cli(root, *args, processes=True)
+        assert find_litter(root).paths == [], f"trial {trial}"
+        same_outputs(root, reference)
 
 
 def last_run(root: Path, stage: str) -> dict:

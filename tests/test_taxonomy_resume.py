@@ -14,6 +14,7 @@ from stages.taxonomy.names import INPUT_FIELDS
 from tests.conftest import cli, kill_group, partition_digests, start_cli
 from tests.support.backbone_fixture import gbif_dump, gbif_index, taxon_rows  # noqa: F401
 from tests.support.gnverifier_server import GNVerifierServer
+from tests.support.pipeline_root import tree_files
 from tests.test_taxonomy_stage import write_upstream
 
 # Requests the killed run must have had answered before the kill.
@@ -80,3 +81,4 @@ def test_kill_9_mid_resolution_then_rerun_asks_only_unanswered_names(
     assert asked_again, "the rerun had names left to resolve"
     assert not (asked_again & answered), "the rerun re-asked names the killed run had cached"
     assert partition_digests(root, "03_taxonomy") == partition_digests(reference_root, "03_taxonomy")
+    assert tree_files(root) == tree_files(reference_root)  # no litter of the killed run
