@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.atomic import KILL_BEFORE_PUBLISH_ENV
-from pipeline.lineage import JOURNAL, stale_partitions
 from pipeline.runrecord import read_runs
 from tests.conftest import cli
 from tests.support.backbone_fixture import gbif_dump  # noqa: F401
@@ -96,6 +94,8 @@ def rewrite_license(source: Path, host_url: str, license_text: str) -> None:
 def test_changed_source_content_marks_exactly_the_partitions_built_from_it_stale(
     tmp_path: Path, server: LoopbackServer, gbif_dump: Path  # noqa: F811
 ):
+    from pipeline.lineage import stale_partitions
+
     root, a, _, args = build(tmp_path, server, gbif_dump)
     before = snapshot(root)
     rewrite_license(a, server.base_url(3), "CC-BY-4.0")  # host 3's rows: partitions 6 and 7
@@ -131,6 +131,9 @@ def test_changed_source_content_marks_exactly_the_partitions_built_from_it_stale
 def test_kill_9_during_orphan_removal_is_finished_by_the_next_run(
     tmp_path: Path, server: LoopbackServer, gbif_dump: Path  # noqa: F811
 ):
+    from pipeline.atomic import KILL_BEFORE_PUBLISH_ENV
+    from pipeline.lineage import JOURNAL
+
     root, a, _, args = build(tmp_path, server, gbif_dump)
     before = snapshot(root)
     # Killed right after the first 02 partition's record is removed: its file and store file
