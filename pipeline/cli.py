@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "then recompute only the partitions the added rows change",
     )  # fmt: skip
     run.add_argument(
+        "--partitions", metavar="RANGES", type=parse_partitions,
+        help="compute only these partition indices, e.g. 0-99,150 (the others are left as they "
+        "are): one task of a Slurm job array each",
+    )  # fmt: skip
+    run.add_argument(
         "--save", action="store_true",
         help="also freeze this run's tuning settings (speed, concurrency, politeness, [run], "
         "[cluster]) into the root's tolpipe.toml; without it they apply to this run alone",
@@ -87,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "--reason", required=True, help="comma-separated reason codes, e.g. http_429,timeout"
     )
+
+    rethreshold = command(
+        "rethreshold", "re-derive a stage's decisions from its stored scores with new thresholds "
+        "(no model is loaded), e.g. tolpipe --set filter.face_threshold=0.99 rethreshold filter",
+    )  # fmt: skip
+    rethreshold.add_argument("stage", help="the stage, e.g. filter")
+
+    stage_tools = command("filter", "stage 04's tools (build-support-set)")
+    tools = stage_tools.add_subparsers(dest="tool", metavar="TOOL", required=True)
+    support = tools.add_parser(
+        "build-support-set", help="embed labelled example images and save K-means centres per label",
+        description="Embed the images under FOLDER/<collection area>/<label>/ (labels directly under "
+        "FOLDER apply to every area) with the configured embedder (filter.embedder, "
+        "filter.embedder_weights), cluster each label with K-means (filter.support_set_k centres), "
+        "and save the L2-normalised centres with the embedder's identity. Point filter.support_set "
+        "at the output.",
+    )  # fmt: skip
+    _global_options(support, suppress=True)
+    support.add_argument("folder", type=Path, help="labelled example images")
+    support.add_argument("--output", type=Path, required=True, help="the support set file to write (.npz)")
 
     command("status", "per stage: partitions done/planned/stale, rows by status and reason")
     show = command("show", "list or export a stage's rows by reason or status (default: dropped and failed)")
@@ -104,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     config = command("config", "print the effective config (TOML)")
     config.add_argument("--defaults", action="store_true", help="print the documented defaults")
     return parser
+
+
+def parse_partitions(text: str) -> set[int]:
+    """'0-99,150' -> {0, ..., 99, 150}."""
+    indices: set[int] = set()
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last) if sep else int(first)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected ranges like 0-99,150") from None
+        if low < 0 or high < low:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected LOW-HIGH with 0 <= LOW <= HIGH")
+        indices.update(range(low, high + 1))
+    return indices
 
 
 def _retry_epilog() -> str:
@@ -148,6 +188,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     stage_dirs = available_stages() if args.stage == "all" else [resolve_stage_dir(args.stage)]
     if (args.source or args.add_source) and "01_ingest" not in stage_dirs:
         raise ConfigError("--source and --add-source apply to the ingest stage only")
+    if args.partitions is not None and len(stage_dirs) != 1:
+        raise ConfigError("--partitions applies to one stage at a time, not `run all`")
     lines = describe_settings(config, origins)
     print("settings that differ from the defaults:" if lines else "settings: all defaults")
     for line in lines:
@@ -156,7 +198,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with hold_root(args.root, "run " + args.stage):
         for stage_dir in stage_dirs:
             data = run_stage(args.root, stage_dir, config, rebuild=args.rebuild, options=options,
-                             save=args.save)  # fmt: skip
+                             save=args.save, partitions=args.partitions)  # fmt: skip
             print(format_run_summary(stage_dir, data), flush=True)
     return 0
 
@@ -176,6 +218,25 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     reasons = [r.strip() for r in args.reason.split(",") if r.strip()]
     data = retry_stage(args.root, stage_dir, _load(args), reasons)
     print(format_run_summary(stage_dir, data))
+    return 0
+
+
+def _cmd_rethreshold(args: argparse.Namespace) -> int:
+    from pipeline.runner import rethreshold_stage
+    from pipeline.summary import format_run_summary
+    from stages import resolve_stage_dir
+
+    stage_dir = resolve_stage_dir(args.stage)
+    data = rethreshold_stage(args.root, stage_dir, _load(args))
+    print(format_run_summary(stage_dir, data))
+    return 0
+
+
+def _cmd_filter(args: argparse.Namespace) -> int:
+    from stages import load_stage
+
+    print(load_stage("04_filter").build_support_set(_load(args), args.folder, args.output))
+    print(f"support set written to {args.output}; use it with --set filter.support_set={args.output}")
     return 0
 
 
@@ -222,6 +283,8 @@ COMMANDS = {
     "retry": _cmd_retry,
     "status": _cmd_status,
     "show": _cmd_show,
+    "rethreshold": _cmd_rethreshold,
+    "filter": _cmd_filter,
     "audit": _cmd_audit,
     "config": _cmd_config,
 }

@@ -109,6 +109,7 @@ def parse_override(text: str) -> dict[str, Any]:
 PATH_KEYS = {
     ("cluster", "scheduler_file"), ("cluster", "local_directory"), ("cluster", "log_directory"),
     ("taxonomy", "backbone_path"), ("taxonomy", "index_dir"),
+    ("filter", "megadetector_weights"), ("filter", "embedder_weights"), ("filter", "support_set"),
 }  # fmt: skip
 # Lists of "KIND:PATH" entries, made absolute the same way.
 KIND_PATH_LIST_KEYS = {("ingest", "sources")}

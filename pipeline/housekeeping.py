@@ -20,7 +20,7 @@ from pipeline.ledger import ManifestStore
 from pipeline.lineage import finish_pending_removal, stale_partitions, unreferenced_files
 from pipeline.litter import remove_litter
 from pipeline.runlock import RootLock, describe
-from pipeline.runrecord import RUNNING, last_build
+from pipeline.runrecord import RUNNING, last_build, planned_partitions
 from pipeline.stage import Stage
 
 LOG_PATHS = 5  # removed paths named on the terminal; the run record lists up to 50
@@ -124,6 +124,13 @@ def check_upstream(root: Path, stage: Stage) -> None:
             raise UpstreamError(
                 f"{stage.dir} reads {upstream}, whose last run ({last['run_id']}) {what}: "
                 f"rerun `tolpipe run {short_name(upstream)}` to finish it first"
+            )
+        committed = len(ManifestStore(root, upstream).committed_records())
+        planned = planned_partitions(root, upstream)
+        if planned is not None and committed < planned:
+            raise UpstreamError(
+                f"{stage.dir} reads {upstream}, which is incomplete ({committed} of {planned} partitions "
+                f"committed): run `tolpipe run {short_name(upstream)}` to finish it first"
             )
         stale = stale_partitions(root, upstream, cache)
         if stale:

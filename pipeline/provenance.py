@@ -13,7 +13,7 @@ from pipeline.ledger import ManifestStore
 from pipeline.lineage import stale_partitions, unreferenced_files
 from pipeline.litter import find_litter
 from pipeline.runlock import current_holder, describe
-from pipeline.runrecord import RUNNING, read_runs
+from pipeline.runrecord import RUNNING, planned_partitions, read_runs
 
 
 def stage_dirs(root: Path) -> list[str]:
@@ -22,25 +22,11 @@ def stage_dirs(root: Path) -> list[str]:
     return [d for d in STAGE_MODULES if (Path(root) / "manifests" / d).is_dir()]
 
 
-def _removed_since(root: Path, stage_dir: str, since: str) -> int:
-    """Partitions of a stage that runs of other stages removed (as built from orphans) after
-    `since`: they no longer count as planned."""
-    removed = 0
-    for other in stage_dirs(root):
-        for run in read_runs(root, other):
-            if other != stage_dir and run.get("started_utc", "") > since:
-                removed += len(run.get("downstream_removed", {}).get(stage_dir, []))
-    return removed
-
-
 def stage_status(root: Path, stage_dir: str, cache: dict | None = None) -> dict[str, Any]:
     store = ManifestStore(root, stage_dir)
     records = store.committed_records()
     runs = read_runs(root, stage_dir)
-    last_plan = next((r for r in reversed(runs) if "partitions_planned" in r), None)
-    planned = None
-    if last_plan is not None:
-        planned = last_plan["partitions_planned"] - _removed_since(root, stage_dir, last_plan["started_utc"])
+    planned = planned_partitions(root, stage_dir)
     by_status: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
     for record in records.values():
@@ -107,6 +93,7 @@ def format_status(root: Path) -> str:
             f"{s['rows']:,} rows ({statuses or 'none'}){when}"
         )
         lines += _stale_lines(stage_dir, s["stale"])
+        lines += [f"    {note}" for note in (last or {}).get("notes", [])]
         for reason, count in s["by_reason"].items():
             lines.append(f"    {reason}: {count:,}")
     return "\n".join(lines + _leftover_lines(Path(root), holder))

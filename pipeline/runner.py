@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError, ParameterChangeError, StageFailure, Tol
 from pipeline.executors import Mapper, open_client
 from pipeline.housekeeping import check_upstream, preflight_writable, tidy_root, tuning_keys
 from pipeline.ledger import ManifestStore
-from pipeline.lineage import remove_partitions
+from pipeline.lineage import remove_partitions, stale_partitions
 from pipeline.progress import Progress
 from pipeline.runlock import hold_root
 from pipeline.runrecord import RunRecord
@@ -183,8 +183,10 @@ def run_stage(
     client: Any = None,
     options: dict[str, Any] | None = None,
     save: bool = False,
+    partitions: set[int] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one stage; returns the run record's data."""
+    """Run (or resume) one stage; returns the run record's data. `partitions`: compute only
+    these indices (the others are left as they are), e.g. one task of a Slurm job array."""
     from stages import load_stage
 
     stage: Stage = load_stage(stage_dir)
@@ -198,14 +200,16 @@ def run_stage(
         check_parameters(store, params, rebuild)
         stage.check(ctx)
         freeze(ctx.root, config, tuning_keys(), save=save)
-        record = RunRecord(ctx.root, stage_dir, "rebuild" if rebuild else "run", config)
-        record.start(run_tag=lock.tag, housekeeping=tidy)
-        return _run_partitions(stage, ctx, store, params, record, client)
+        command = ("rebuild" if rebuild else "run") + (" --partitions" if partitions is not None else "")
+        selected = sorted(partitions) if partitions is not None else None
+        record = RunRecord(ctx.root, stage_dir, command, config)
+        record.start(run_tag=lock.tag, housekeeping=tidy, partitions_selected=selected)
+        return _run_partitions(stage, ctx, store, params, record, client, partitions)
 
 
 def _run_partitions(
     stage: Stage, ctx: StageContext, store: ManifestStore, params: dict[str, Any], record: RunRecord,
-    client: Any,
+    client: Any, selected: set[int] | None,
 ) -> dict[str, Any]:
     config = ctx.config
     with ExitStack() as stack:
@@ -214,9 +218,11 @@ def _run_partitions(
         parts = stage.plan(ctx)
         digest = digest_json(params)
         verify = config["run"]["verify_sha256"]
-        todo = [p for p in parts if not store.is_done(p.index, p.inputs, digest, verify)]
+        chosen = [p for p in parts if selected is None or p.index in selected]
+        todo = [p for p in chosen if not store.is_done(p.index, p.inputs, digest, verify)]
         progress = _progress(stage.dir, len(todo), config)
-        progress.message(f"{len(parts)} partitions planned, {len(parts) - len(todo)} already done")
+        left = f", {len(parts) - len(chosen)} not selected" if selected is not None else ""
+        progress.message(f"{len(parts)} partitions planned, {len(chosen) - len(todo)} already done{left}")
         failures = _map_partitions(
             mapper, _execute_partition, todo, progress, stage.dir, ctx, params, record.run_id
         )
@@ -225,7 +231,9 @@ def _run_partitions(
     data = record.finish(
         "failed" if failures else "ok",
         partitions_planned=len(parts),
-        partitions_skipped=len(parts) - len(todo),
+        partitions_not_selected=len(parts) - len(chosen),
+        partitions_skipped=len(chosen) - len(todo),
+        notes=stage.run_notes(ctx),
         partitions_computed=len(todo) - len(failures),
         partitions_failed=[i for i, _ in failures],
         partitions_removed=removed.pop(stage.dir, []),
@@ -301,3 +309,88 @@ def _retry_partitions(
     )
     _raise_failures(stage_dir, failures, len(todo))
     return data
+
+
+def rethreshold_stage(
+    root: str | Path, stage_dir: str, config: dict[str, Any], *, client: Any = None
+) -> dict[str, Any]:
+    """Re-derive a stage's decisions from its stored scores with the configured thresholds,
+    recommitting every partition whose thresholds changed; no score is recomputed."""
+    from stages import load_stage
+
+    stage: Stage = load_stage(stage_dir)
+    if not stage.decision_params:
+        raise ConfigError(f"stage {stage_dir} has no thresholds to re-apply")
+    with hold_root(root, f"rethreshold {stage_dir}") as lock:
+        ctx = stage_context(Path(root), stage_dir, config)
+        preflight_writable(ctx.root, stage)
+        tidy = tidy_root(ctx.root, lock)
+        store = ManifestStore(ctx.root, stage_dir)
+        params = stage.output_params(ctx.params)
+        committed = store.committed_records()
+        if not committed:
+            raise ConfigError(f"{stage_dir} has no committed partitions to re-threshold")
+        _check_only_decisions_changed(stage, committed, params)
+        stale = stale_partitions(ctx.root, stage_dir)
+        if stale:
+            raise ParameterChangeError(
+                f"{stage_dir}: {len(stale)} partition(s) are stale (built from upstream partitions "
+                f"that changed): run `tolpipe run {section_name(stage_dir)}` first"
+            )
+        freeze(ctx.root, config, tuning_keys())
+        record = RunRecord(ctx.root, stage_dir, "rethreshold", config)
+        record.start(run_tag=lock.tag, housekeeping=tidy)
+        digest = digest_json(params)
+        todo = [
+            Partition(index=i, inputs=r["inputs"], key=r.get("key"))
+            for i, r in sorted(committed.items())
+            if r["params_digest"] != digest
+        ]
+        with ExitStack() as stack:
+            mapper = LazyMapper(config["cluster"], stack, client)
+            progress = _progress(stage_dir, len(todo), config)
+            progress.message(f"{len(todo)} of {len(committed)} partitions have other thresholds")
+            failures = _map_partitions(
+                mapper, _execute_rethreshold, todo, progress, stage_dir, ctx, params, record.run_id
+            )
+        data = record.finish(
+            "failed" if failures else "ok",
+            partitions_rethresholded=[p.index for p in todo],
+            partitions_failed=[i for i, _ in failures],
+            totals=_totals(store, sorted(committed)),
+        )
+    _raise_failures(stage_dir, failures, len(todo))
+    return data
+
+
+def _check_only_decisions_changed(
+    stage: Stage, committed: dict[int, dict[str, Any]], params: dict[str, Any]
+) -> None:
+    changed: set[str] = set()
+    for record in committed.values():
+        changed.update(changed_keys(record["params"], params))
+    others = sorted(changed - set(stage.decision_params))
+    if others:
+        section = section_name(stage.dir)
+        raise ParameterChangeError(
+            f"{stage.dir}: rethreshold re-applies thresholds only "
+            f"({', '.join(f'{section}.{k}' for k in stage.decision_params)}); also changed: "
+            f"{', '.join(f'{section}.{k}' for k in others)}: use `tolpipe run {section} --rebuild`"
+        )
+
+
+def _execute_rethreshold(
+    part: Partition, stage_dir: str, ctx: StageContext, params: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    from stages import load_stage
+
+    stage = load_stage(stage_dir)
+    store = ManifestStore(ctx.root, stage_dir)
+    previous = ctx.read_manifest(stage_dir, part.index)
+    old = store.read_record(part.index) or {}
+    output = stage.rethreshold_partition(part, ctx, previous)
+    record = store.commit(
+        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
+        output.side_files, retries=old.get("retries", 0), run_id=run_id, key=part.key,
+    )  # fmt: skip
+    return {"index": part.index, "rows": record.rows, "counts": record.counts}

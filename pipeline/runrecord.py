@@ -106,3 +106,24 @@ def last_build(root: Path, stage_dir: str) -> dict[str, Any] | None:
     """The latest run or rebuild of a stage (retries only rewrite rows of committed partitions)."""
     builds = [r for r in read_runs(root, stage_dir) if not str(r.get("command", "")).startswith("retry")]
     return builds[-1] if builds else None
+
+
+def _removed_since(root: Path, stage_dir: str, since: str) -> int:
+    """Partitions of a stage that runs of other stages removed (as built from orphans) after
+    `since`: they no longer count as planned."""
+    removed = 0
+    for runs_dir in sorted((Path(root) / "manifests").glob("*/_runs")):
+        if runs_dir.parent.name == stage_dir:
+            continue
+        for run in read_runs(root, runs_dir.parent.name):
+            if run.get("started_utc", "") > since:
+                removed += len(run.get("downstream_removed", {}).get(stage_dir, []))
+    return removed
+
+
+def planned_partitions(root: Path, stage_dir: str) -> int | None:
+    """How many partitions the stage's latest plan has (None before its first finished run)."""
+    last = next((r for r in reversed(read_runs(root, stage_dir)) if "partitions_planned" in r), None)
+    if last is None:
+        return None
+    return last["partitions_planned"] - _removed_since(root, stage_dir, last["started_utc"])

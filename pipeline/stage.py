@@ -117,6 +117,9 @@ class Stage:
     tuning_params: tuple[str, ...] = ()
     # Root-relative folders the stage writes side files to (checked writable before a run).
     side_dirs: tuple[str, ...] = ()
+    # Output parameters that only turn stored scores into decisions (thresholds): `tolpipe
+    # rethreshold` may change these without recomputing any score (see rethreshold_partition).
+    decision_params: tuple[str, ...] = ()
 
     @property
     def dir(self) -> str:
@@ -139,6 +142,16 @@ class Stage:
 
     def run_partition(self, part: Partition, ctx: StageContext) -> PartitionOutput:
         raise NotImplementedError
+
+    def run_notes(self, ctx: StageContext) -> list[str]:
+        """Lines the run record keeps and `tolpipe status` shows (e.g. filters that did not run)."""
+        return []
+
+    def rethreshold_partition(
+        self, part: Partition, ctx: StageContext, previous: pa.Table
+    ) -> PartitionOutput:
+        """Re-derive a committed partition's decisions from its stored scores (no model)."""
+        raise NotImplementedError(f"stage {self.dir} has no thresholds to re-apply")
 
     def retry_partition(
         self, part: Partition, ctx: StageContext, previous: pa.Table, reasons: set[str]

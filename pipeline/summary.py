@@ -70,11 +70,15 @@ def _reason_lines(by_reason: dict[str, int]) -> list[str]:
 def _partition_line(data: dict[str, Any]) -> str:
     if "partitions_retried" in data:
         parts = [f"{len(data['partitions_retried'])} retried"]
+    elif "partitions_rethresholded" in data:
+        parts = [f"{len(data['partitions_rethresholded'])} re-thresholded"]
     else:
         parts = [
             f"{data.get('partitions_computed', 0)} computed",
             f"{data.get('partitions_skipped', 0)} already done",
         ]
+        if data.get("partitions_not_selected"):
+            parts.append(f"{data['partitions_not_selected']} not selected (--partitions)")
         if data.get("partitions_removed"):
             parts.append(f"{len(data['partitions_removed'])} removed (no longer planned)")
     if data.get("partitions_failed"):
@@ -88,7 +92,7 @@ def _rate_line(data: dict[str, Any], rows: int) -> str | None:
     partitions per second, which is always of this run's work."""
     elapsed = float(data.get("elapsed_s") or 0)
     computed = data.get("partitions_computed", 0)
-    if "partitions_retried" in data or elapsed <= 0 or not computed:
+    if any(k in data for k in _VERBS) or elapsed <= 0 or not computed:
         return None
     if not data.get("partitions_skipped") and not data.get("partitions_failed") and rows:
         return f"{format_rate(rows / elapsed)} rows/s ({rows:,} rows written in {computed} partitions)"
@@ -105,6 +109,9 @@ def _hint_line(stage_dir: str, by_reason: dict[str, int]) -> str | None:
     return _line("inspect", f"tolpipe show {_short_name(stage_dir)} --reason {reason}")
 
 
+_VERBS = {"partitions_retried": "retry", "partitions_rethresholded": "rethreshold"}
+
+
 def format_run_summary(stage_dir: str, data: dict[str, Any]) -> str:
     """A few aligned lines: rows by status, rows by reason, partitions, time and rate, and how to
     look at the dropped or failed rows."""
@@ -113,7 +120,7 @@ def format_run_summary(stage_dir: str, data: dict[str, Any]) -> str:
     by_reason = {k: v for k, v in (totals.get("by_reason") or {}).items() if v}
     rows = sum(by_status.values())
     elapsed = float(data.get("elapsed_s") or 0)
-    verb = "retry" if "partitions_retried" in data else "run"
+    verb = next((v for k, v in _VERBS.items() if k in data), "run")
     outcome = data.get("outcome", "ok")
     head = f"{stage_dir}: {verb} {'finished' if outcome == 'ok' else outcome} in {format_elapsed(elapsed)}"
     lines = [head, _line("rows", _rows_line(by_status))]
@@ -130,6 +137,7 @@ def format_run_summary(stage_dir: str, data: dict[str, Any]) -> str:
     hint = _hint_line(stage_dir, by_reason)
     if hint:
         lines.append(hint)
+    lines += [_line("note", note) for note in data.get("notes", [])]
     return "\n".join(lines)
 
 

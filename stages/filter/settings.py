@@ -1,0 +1,63 @@
+"""The [filter] section as typed settings: each filter's scope, model settings and thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import ConfigError
+from stages.filter.schema import FILTERS
+
+# Thresholds that only turn stored scores into decisions: `tolpipe rethreshold filter` may
+# change them without recomputing a score. Everything else that is not volatile is a score
+# parameter (changing it needs `run filter --rebuild`).
+DECISION_PARAMS = (
+    "face_threshold", "animal_threshold", "museum_non_organism_labels", "occurrence_low",
+    "occurrence_max_images",
+)  # fmt: skip
+# Where the models run and how many images go through them at once: no effect on any score.
+TUNING_PARAMS = ("device", "batch_size")
+# Model files are tracked by their sha256 in every partition's inputs, not by path.
+LOCATION_PARAMS = ("megadetector_weights", "embedder_weights", "support_set")
+REQUIRED_HINTS = {
+    "face": "install the filters extra (pip install 'tolpipe[filters]'): MTCNN's weights ship with it",
+    "camera_trap": "set filter.megadetector_weights to a local MegaDetector v6 file",
+    "museum": "set filter.embedder_weights and filter.support_set "
+    "(built with `tolpipe filter build-support-set FOLDER`)",
+    "occurrence": "set filter.embedder_weights",
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    image_types: frozenset[str]
+    providers: frozenset[str]  # empty: every provider
+
+    def covers(self, image_type: str | None, provider: str | None) -> bool:
+        if image_type not in self.image_types:
+            return False
+        return not self.providers or provider in self.providers
+
+
+def scopes(params: dict[str, Any]) -> dict[str, Scope]:
+    return {
+        name: Scope(frozenset(params[f"{name}_image_types"]), frozenset(params[f"{name}_providers"]))
+        for name in FILTERS
+    }
+
+
+def resolve_device(device: str) -> str:
+    """"auto": cuda when torch sees a GPU, else cpu (torch imported only here)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def require(params: dict[str, Any], not_run: list[str]) -> None:
+    """Filters configured as required must run: a clear error naming what is missing."""
+    missing = [name for name in not_run if params[f"{name}_required"]]
+    if missing:
+        hints = "; ".join(f"{name}: {REQUIRED_HINTS[name]}" for name in missing)
+        raise ConfigError(f"filter.*_required is set but these filters have no model: {hints}")
