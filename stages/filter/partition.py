@@ -96,6 +96,17 @@ def _museum(good: list, wanted: set[str], models: Models, scores: dict, area_of:
             scores[uuid].update(museum_label=label, museum_similarity=float(similarity))
 
 
+def _labels(models: Models) -> dict[str, str | None]:
+    """What each filter's scores came from, as the loaded models identify themselves."""
+    embedder = models.embedder.identity if models.embedder else None
+    return {
+        "face": S.model_label(models.face.identity if models.face else None),
+        "camera_trap": S.model_label(models.camera_trap.identity if models.camera_trap else None),
+        "museum": S.model_label(embedder),
+        "occurrence": S.model_label(embedder),
+    }
+
+
 def _column(values: list[Any], name: str) -> pa.Array:
     return pa.array(values, S.SCHEMA.field(name).type)
 
@@ -109,10 +120,10 @@ def filter_partition(part: Partition, ctx: StageContext) -> PartitionOutput:
     configured: dict[str, bool] = part.payload["configured"]
     keys = occurrence_keys(rows, scopes(params)["occurrence"])
     states = _states(rows, params, configured, occurrence, keys)
-    wanted = {f for f in IMAGE_FILTERS if S.APPLIED in states[f]}
+    wanted = {f for f in S.FILTERS if S.APPLIED in states[f]}
     models = load_models(params, wanted, resolve_device(params["device"])) if wanted else Models()
     scores, errors = _score(part.index, ctx, uuids, states, rows["collection_area"].to_pylist(), models)
-    labels = {f: S.model_label(i) for f, i in part.payload["identities"].items()}
+    labels = _labels(models)
     table = _table(rows, states, keys, scores, errors, occurrence, labels)
     return PartitionOutput(table=decide(table, params), rows_in=rows.num_rows)
 
