@@ -36,6 +36,7 @@ from stages.filter.settings import (
     REQUIRED_HINTS,
     TUNING_PARAMS,
     require,
+    validate,
 )
 
 UPSTREAMS = ("01_ingest", "02_download", "03_taxonomy")
@@ -59,6 +60,8 @@ class FilterStage(Stage):
         return [name for name in FILTERS if not self._identities.get(name)]
 
     def check(self, ctx: StageContext) -> None:
+        """Model settings valid and model files present, required filters configured."""
+        validate(ctx.params)
         self._identities = identities(ctx.params)
         require(ctx.params, self.not_run())
 

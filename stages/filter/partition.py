@@ -15,7 +15,7 @@ from stages.filter.decide import decide
 from stages.filter.loader import decoded_batches
 from stages.filter.models import Models, load_models
 from stages.filter.occurrence_plan import ROW_COLUMNS, occurrence_keys, read_decisions
-from stages.filter.settings import resolve_device, scopes
+from stages.filter.settings import limit_torch_threads, resolve_device, scopes
 
 IMAGE_FILTERS = ("face", "camera_trap", "museum")  # the filters that look at pixels
 
@@ -121,6 +121,8 @@ def filter_partition(part: Partition, ctx: StageContext) -> PartitionOutput:
     keys = occurrence_keys(rows, scopes(params)["occurrence"])
     states = _states(rows, params, configured, occurrence, keys)
     wanted = {f for f in S.FILTERS if S.APPLIED in states[f]}
+    if wanted:
+        limit_torch_threads(params, ctx.config["cluster"])
     models = load_models(params, wanted, resolve_device(params["device"])) if wanted else Models()
     scores, errors = _score(part.index, ctx, uuids, states, rows["collection_area"].to_pylist(), models)
     labels = _labels(models)

@@ -16,7 +16,7 @@ DECISION_PARAMS = (
     "occurrence_max_images",
 )  # fmt: skip
 # Where the models run and how many images go through them at once: no effect on any score.
-TUNING_PARAMS = ("device", "batch_size")
+TUNING_PARAMS = ("device", "batch_size", "torch_threads")
 # Model files are tracked by their sha256 in every partition's inputs, not by path.
 LOCATION_PARAMS = ("megadetector_weights", "embedder_weights", "support_set")
 REQUIRED_HINTS = {
@@ -53,6 +53,33 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def limit_torch_threads(params: dict[str, Any], cluster: dict[str, Any]) -> None:
+    """Share the cores between the worker processes of a local cluster (see torch_threads)."""
+    import os
+
+    import torch
+
+    threads = int(params["torch_threads"])
+    if threads == 0 and cluster.get("kind") == "local":
+        workers = cluster["workers"] if cluster["workers"] != "auto" else os.cpu_count() or 1
+        threads = max(1, (os.cpu_count() or 1) // (int(workers) * int(cluster["threads_per_worker"])))
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def validate(params: dict[str, Any]) -> None:
+    """The rules the model settings add to the documented ranges, checked before any work."""
+    from stages.filter.models import face_settings, md_settings
+
+    for name, build in (("face", face_settings), ("camera_trap", md_settings)):
+        try:
+            build(params, "cpu")
+        except ValueError as exc:
+            raise ConfigError(f"filter ({name}): {exc}") from None
+    if not -1 <= float(params["occurrence_low"]) <= float(params["occurrence_high"]) <= 1:
+        raise ConfigError("filter: need -1 <= occurrence_low <= occurrence_high <= 1")
 
 
 def require(params: dict[str, Any], not_run: list[str]) -> None:
