@@ -314,3 +314,20 @@ def test_loading_and_scoring_never_touch_the_network_nor_the_process_settings(tm
     assert report["attempts"] == []
     assert report["count"] > 0 and report["identity"]["loader"].startswith("ultralytics ")
     assert (report["threads"], report["omp"]) == (2, None)
+
+
+def test_loading_leaves_pillow_and_torch_as_they_were(tmp_path: Path):
+    """ultralytics patches PIL.Image.open and torch.save when imported; the download stage and
+    checkpoints in the same process must see the originals (an undecodable body stays
+    `UnidentifiedImageError`, not an import error of an optional HEIF plugin)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from stages.filter.megadetector import _import_yolo
+
+    _import_yolo()
+    assert Image.open.__module__ == "PIL.Image" and torch.save.__module__.startswith("torch")
+    with pytest.raises(Image.UnidentifiedImageError):
+        Image.open(io.BytesIO(b"<html>not an image</html>"))

@@ -20,6 +20,7 @@ from tests.support.pipeline_root import (
     STAGES,
     assert_no_orphans,
     digests,
+    run_downstream,
     settings,
     store_files,
     write_source,
@@ -40,7 +41,7 @@ def build(tmp_path: Path, server: LoopbackServer, backbone: Path) -> tuple[Path,
     root = tmp_path / "root"
     args = settings(backbone)
     cli(root, *args, "run", "ingest", "--source", f"table:{a}", "--source", f"table:{b}")
-    cli(root, *args, "run", "all")
+    run_downstream(root, args)
     assert all(len(digests(root, s)) == 8 for s in STAGES)
     return root, a, b, args
 
@@ -78,7 +79,7 @@ def test_changed_sources_are_refused_then_rebuild_removes_what_was_built_from_th
     assert "02_download: 4/4 partitions" in status and "03_taxonomy: 4/4 partitions" in status
     assert "stale" not in status and "leftovers" not in status
     # Nothing is stale, so the next stages have nothing to do.
-    cli(root, *args, "run", "all")
+    run_downstream(root, args)
     assert last_run(root, "02_download")["partitions_computed"] == 0
 
 
@@ -174,7 +175,7 @@ def test_add_source_recomputes_only_what_the_added_rows_touch(
     a = write_source(tmp_path / "a.csv", server, [2, 3], 6)
     root, args = tmp_path / "root", settings(gbif_dump)
     cli(root, *args, "run", "ingest", "--source", f"table:{a}")
-    cli(root, *args, "run", "all")
+    run_downstream(root, args)
     before = snapshot(root)
     assert sorted(before["01_ingest"]) == [0, 1, 2, 3]
 
@@ -186,7 +187,7 @@ def test_add_source_recomputes_only_what_the_added_rows_touch(
     cli(root, *args, "run", "ingest", "--add-source", f"table:{c}")
     after = digests(root, "01_ingest")
     assert {i: after[i] for i in range(4)} == before["01_ingest"] and sorted(after) == [0, 1, 2, 3, 4, 5]
-    cli(root, *args, "run", "all")
+    run_downstream(root, args)
     for stage in ("02_download", "03_taxonomy"):
         assert last_run(root, stage)["partitions_computed"] == 2, stage
         assert {i: digests(root, stage)[i] for i in range(4)} == before[stage]

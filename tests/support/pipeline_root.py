@@ -42,6 +42,14 @@ def settings(backbone: Path, batch_size: int = 4) -> list[str]:
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
 
 
+def run_downstream(root: Path, args: list[str]) -> None:
+    """02 and 03 on a root whose 01 is built (the stages these roots are made for)."""
+    from tests.conftest import cli
+
+    for stage in STAGES[1:]:
+        cli(root, *args, "run", stage.split("_", 1)[1])
+
+
 def tree_files(root: Path) -> set[str]:
     """Every file under a root, root-relative, except the run history (its names are per run)
     and the lock file."""
