@@ -10,7 +10,7 @@ SET ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOLPIPE = $(BIN)/tolpipe --root $(ROOT) $(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(SET),--set $(s))
-EXTRAS ?= dev,slurm,filters,megadetector
+EXTRAS ?= dev,slurm,filters,megadetector,dedup
 
 .PHONY: help setup test test-fast demo bench lint status slurm-up slurm-down clean-venv \
 	01-ingest 02-download 03-taxonomy 04-filter 05-dedup 06-shard 07-train all-stages

@@ -22,6 +22,7 @@ examples:
   tolpipe --root /scratch/tol --set download.max_attempts=8 retry download --reason http_429
   tolpipe --root /scratch/tol status
   tolpipe --root /scratch/tol show download --reason http_404 --limit 50
+  tolpipe --root /scratch/tol testsets add heldout --images /data/test_images
   tolpipe --root /scratch/tol audit 5f0c...-uuid
   tolpipe config --defaults      # every setting, documented"""
 
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(support, suppress=True)
     support.add_argument("folder", type=Path, help="labelled example images")
     support.add_argument("--output", type=Path, required=True, help="the support set file to write (.npz)")
+
+    from stages.dedup.testsets import add_testsets_parser
+
+    add_testsets_parser(sub, _global_options)
 
     command("status", "per stage: partitions done/planned/stale, rows by status and reason")
     show = command("show", "list or export a stage's rows by reason or status (default: dropped and failed)")
@@ -240,6 +245,12 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_testsets(args: argparse.Namespace) -> int:
+    from stages.dedup.testsets import run_command
+
+    return run_command(args, _load(args))
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from pipeline.show import show_rows
 
@@ -285,6 +296,7 @@ COMMANDS = {
     "show": _cmd_show,
     "rethreshold": _cmd_rethreshold,
     "filter": _cmd_filter,
+    "testsets": _cmd_testsets,
     "audit": _cmd_audit,
     "config": _cmd_config,
 }

@@ -7,7 +7,11 @@ import pytest
 from tests.conftest import cli
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["retry"], ["status"], ["audit"], ["config"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["retry"], ["status"], ["audit"], ["config"], ["show"], ["rethreshold"], ["testsets"],
+     ["filter"], ["filter", "build-support-set"]],
+)
 def test_help_on_every_command(tmp_path: Path, command: list[str]):
     result = cli(tmp_path, *command, "--help")
     assert result.returncode == 0 and "usage: tolpipe" in result.stdout
