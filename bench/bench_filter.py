@@ -1,0 +1,436 @@
+"""Stage 04 filter throughput: the face filter (MTCNN) against a bare detect loop, in one run.
+
+Images: the 44 real photos of tests/data (42 animals, 2 portraits) re-encoded as stage 02 stores
+images (longest side 720 px, JPEG quality 95, 4:2:0; the shipped photos are 512 px at most, so
+they are enlarged here to the stored size most downloads have), repeated to `--images` (400) as
+files of their own, served by the loopback server and taken through 01 ingest, 02 download and
+03 taxonomy by the real CLI (not timed; see bench/filter_inputs.py). All three measurements run
+over the same bytes: the JPEGs of that root's image store.
+
+  (a) baseline: a bare loop over the JPEG bytes, Pillow decode + `MTCNN.detect` one image at a
+      time, as a straightforward filter script would do it;
+  (b) tolpipe: `FaceDetector.score` over the same bytes in batches of `--batch-size` (decode
+      included; the detector groups equal sizes for MTCNN's batched detect);
+  (c) the stage end to end: `tolpipe run filter` on a copy of the root, as a subprocess with the
+      default local cluster (2 worker processes; no embedder or MegaDetector configured, so only
+      the face filter runs): process start, cluster start, model loads, reading the store,
+      decisions, commits.
+
+(a) and (b) run in this process, interleaved batch by batch (alternating which goes first), half
+of the batches before (c) and half after, so that all three see the same machine load; their
+model loads and a warm-up batch are not timed. Prints images/s and CPU figures of each, for (c)
+also of the run record's span and of the partitions alone (from the commit times of the worker
+processes), a timeline of (c), the ratios against (a), peak RSS (this process with both models;
+the process tree of (c)) and whether (a), (b) and (c) dropped the same images (the portraits).
+Without torch (the filters extra) it prints "skipped: needs the filters extra" and exits 0, since
+`make bench` runs every bench.
+
+    python bench/bench_filter.py [--images 400] [--partitions 8] [--batch-size 8] [--device cpu]
+                                 [--threads N] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
+    sys.path.insert(0, str(REPO))
+
+from stages.filter.faces import FaceDetector, FaceSettings, face_drop  # noqa: E402
+
+WARMUP = 8  # images scored before timing (first calls allocate and pick kernels)
+FILTER = "04_filter"
+
+
+def decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
+def machine_busy() -> float:
+    """CPU seconds all processes of this machine have used (all cores), from /proc/stat."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+class Timer:
+    """Wall and CPU seconds (all threads of this process) summed over the timed calls, the CPU
+    seconds other processes used meanwhile, and the drop decision of every image timed, in order."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = self.others = 0.0
+        self.drops: list[bool] = []
+
+    def time(self, fn: Callable[[list[bytes]], list[bool]], chunk: list[bytes]) -> None:
+        wall, cpu, busy = time.perf_counter(), time.process_time(), machine_busy()
+        self.drops += fn(chunk)
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+        self.others += machine_busy() - busy - (time.process_time() - cpu)
+
+    @property
+    def images(self) -> int:
+        return len(self.drops)
+
+
+def baseline(settings: FaceSettings) -> Callable[[list[bytes]], list[bool]]:
+    """(a) One image at a time, straight into MTCNN; returns the drop decisions."""
+    from facenet_pytorch import MTCNN
+
+    model = MTCNN(keep_all=True, thresholds=list(settings.stage_thresholds),
+                  min_face_size=settings.min_face_px, device=settings.device)  # fmt: skip
+
+    def run(chunk: list[bytes]) -> list[bool]:
+        drops = []
+        for data in chunk:
+            _, probs = model.detect(decode(data))
+            values = [float(p) for p in probs if p is not None]  # [None] when no face
+            drops.append(any(v >= settings.face_threshold for v in values))
+        return drops
+
+    return run
+
+
+def tolpipe(settings: FaceSettings) -> Callable[[list[bytes]], list[bool]]:
+    """(b) FaceDetector.score on a decoded batch; returns the drop decisions."""
+    detector = FaceDetector(settings)
+
+    def run(chunk: list[bytes]) -> list[bool]:
+        return [face_drop(s, settings) for s in detector.score([decode(d) for d in chunk])]
+
+    return run
+
+
+# ---- (c) the stage as a subprocess ------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """What sampling saw of one process of the tree."""
+
+    started: float  # epoch seconds
+    peak_rss: int = 0
+    cpu: float = 0.0  # user + system seconds at the last sample
+
+
+class TreeSampler:
+    """Samples RSS and CPU of a process and all its descendants every `interval` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval = pid, interval
+        self.peak = 0  # of the summed RSS of the tree
+        self.procs: dict[int, Proc] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self.stop.is_set():
+            total = 0
+            with contextlib.suppress(psutil.Error):
+                for proc in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error), proc.oneshot():
+                        seen = self.procs.setdefault(proc.pid, Proc(proc.create_time()))
+                        rss, times = proc.memory_info().rss, proc.cpu_times()
+                        seen.peak_rss, seen.cpu = max(seen.peak_rss, rss), times.user + times.system
+                        total += rss
+            self.peak = max(self.peak, total)
+            self.stop.wait(self.interval)
+
+    def finish(self, launched: float) -> None:
+        """Stop; shift start times so that the root process started at `launched` (psutil's
+        start times rest on the boot time in whole seconds: up to 1 s off time.time())."""
+        self.stop.set()
+        self.thread.join()
+        if self.pid in self.procs:
+            shift = self.procs[self.pid].started - launched
+            for proc in self.procs.values():
+                proc.started -= shift
+
+
+@dataclass
+class Worker:
+    """One worker process of (c): its commits as (epoch seconds, rows), in time order."""
+
+    pid: int
+    commits: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, rows in self.commits)
+
+    def steady(self) -> tuple[int, float]:
+        """Rows and seconds after its first commit (model loaded, everything warm)."""
+        if len(self.commits) < 2:
+            return 0, 0.0
+        return sum(r for _, r in self.commits[1:]), self.commits[-1][0] - self.commits[0][0]
+
+
+@dataclass
+class StageRun:
+    launched: float  # epoch seconds
+    wall: float
+    cpu: float  # user + system of the whole tree (reaped children)
+    others: float  # CPU seconds other processes of the machine used meanwhile (this one's included)
+    sampler: TreeSampler
+    record: dict
+    workers: list[Worker]
+    statuses: dict[str, int]
+    dropped: set[str]
+
+    @property
+    def rows(self) -> int:
+        return sum(w.rows for w in self.workers)
+
+    def epoch(self, key: str) -> float:
+        return datetime.fromisoformat(self.record[key]).timestamp()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def commits(root: Path) -> list[Worker]:
+    """04's committed partitions grouped by the worker process that computed them."""
+    from pipeline.ledger import ManifestStore
+
+    store = ManifestStore(root, FILTER)
+    workers: dict[int, Worker] = {}
+    for index, record in store.committed_records().items():
+        pid = int(record["computed_on"]["pid"])
+        worker = workers.setdefault(pid, Worker(pid))
+        worker.commits.append((store.record_path(index).stat().st_mtime, int(record["rows"])))
+    for worker in workers.values():
+        worker.commits.sort()
+    return sorted(workers.values(), key=lambda w: w.commits[0][0])
+
+
+def run_stage(
+    work: Path, built: Path, cli_args: list[str], device: str, batch_size: int, env: dict[str, str]
+) -> StageRun:
+    """(c): `tolpipe run filter` on a fresh copy of the 01 -> 03 root, timed and sampled."""
+    from bench.filter_inputs import stage_drops
+    from pipeline.runrecord import read_runs
+
+    root = work / "root-04"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(built, root)
+    cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *cli_args,
+           "--set", f"filter.device={device}", "--set", f"filter.batch_size={batch_size}",
+           "run", "filter"]  # fmt: skip
+    cpu, busy, launched, started = children_cpu(), machine_busy(), time.time(), time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    sampler = TreeSampler(proc.pid)
+    output, _ = proc.communicate()
+    wall = time.perf_counter() - started
+    sampler.finish(launched)
+    if proc.returncode != 0:
+        raise SystemExit(f"tolpipe run filter failed ({proc.returncode}):\n{output[-3000:]}")
+    cpu, busy = children_cpu() - cpu, machine_busy() - busy
+    statuses, dropped = stage_drops(root, FILTER)
+    return StageRun(launched, wall, cpu, busy - cpu, sampler, read_runs(root, FILTER)[-1],
+                    commits(root), statuses, dropped)  # fmt: skip
+
+
+# ---- reporting ---------------------------------------------------------------------------------
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def report(label: str, t: Timer) -> float:
+    rate = t.images / t.wall
+    print(f"  {label:36s} {rate:6.1f} images/s = {1000 / rate:6.1f} ms/image wall, "
+          f"{1000 * t.cpu / t.images:6.1f} CPU ms/image; dropped {sum(t.drops)}; other processes "
+          f"used {t.others / t.wall:.2f} cores meanwhile")  # fmt: skip
+    return rate
+
+
+def report_stage(c: StageRun) -> dict[str, float]:
+    """Prints (c)'s figures; returns its images/s by span."""
+    cluster, params = c.record["config"]["cluster"], c.record["config"]["filter"]
+    first_start = min(c.sampler.procs[w.pid].started for w in c.workers if w.pid in c.sampler.procs)
+    last_commit = max(w.commits[-1][0] for w in c.workers)
+    steady = [w.steady() for w in c.workers]
+    rates = {
+        "whole command": c.rows / c.wall,
+        "run record": c.rows / c.record["elapsed_s"],
+        "partitions": c.rows / (last_commit - first_start),
+        "steady": sum(rows / secs for rows, secs in steady if secs > 0),
+    }
+    print(f"  (c) tolpipe run filter: local cluster of {cluster['workers']} worker processes x "
+          f"{cluster['threads_per_worker']} thread (processes: {cluster['local_processes']}), "
+          f"filter.torch_threads {params['torch_threads']}, batch {params['batch_size']}, "
+          f"{c.record['partitions_computed']} partitions, {c.rows} rows {c.statuses}")  # fmt: skip
+    print(f"      whole command            {rates['whole command']:6.1f} images/s ({c.wall:.1f} s); "
+          f"{c.cpu:.1f} CPU s of the tree = {1000 * c.cpu / c.rows:.1f} CPU ms/image; other processes "
+          f"used {c.others / c.wall:.2f} cores meanwhile")  # fmt: skip
+    print(f"      run record (elapsed_s)   {rates['run record']:6.1f} images/s "
+          f"({c.record['elapsed_s']:.1f} s: cluster start and close, model loads, partitions)")  # fmt: skip
+    print(f"      partitions               {rates['partitions']:6.1f} images/s "
+          f"({last_commit - first_start:.1f} s from the first worker process start to the last "
+          "commit)")  # fmt: skip
+    print(f"      steady partitions        {rates['steady']:6.1f} images/s (after each worker's first "
+          f"commit, summed over workers); the command's fixed costs beyond that work: "
+          f"{c.wall - c.rows / rates['steady']:.1f} s")  # fmt: skip
+    report_timeline(c, first_start, last_commit)
+    return rates
+
+
+def report_timeline(c: StageRun, first_start: float, last_commit: float) -> None:
+    at = lambda t: f"{t - c.launched:.1f}"  # noqa: E731 - seconds after launch
+    worker_pids = {w.pid for w in c.workers}
+    print(f"      timeline (s after launch): run record started {at(c.epoch('started_utc'))}, "
+          f"first worker process {at(first_start)}, first commit "
+          f"{at(min(w.commits[0][0] for w in c.workers))}, last commit {at(last_commit)}, "
+          f"run record ended {at(c.epoch('ended_utc'))}, exit {c.wall:.1f}")  # fmt: skip
+    for w in c.workers:
+        seen = c.sampler.procs.get(w.pid)
+        rows, secs = w.steady()
+        first = f"{w.commits[0][0] - seen.started:.1f} s" if seen else "?"
+        then = (f"then {secs / (len(w.commits) - 1):.1f} s/partition = {rows / secs:.1f} images/s"
+                if secs > 0 else "no second partition")  # fmt: skip
+        used = f"{seen.cpu / (last_commit - seen.started):.2f} cores busy" if seen else ""
+        print(f"      worker {w.pid}: {len(w.commits)} partitions, {w.rows} rows; process start -> first "
+              f"commit {first} ({w.commits[0][1]} rows), {then}; {used}; "
+              f"peak RSS {mib(seen.peak_rss) if seen else '?'}")  # fmt: skip
+    driver = c.sampler.procs.get(min(c.sampler.procs)) if c.sampler.procs else None
+    others = [p for pid, p in c.sampler.procs.items() if pid not in worker_pids and p is not driver]
+    print(f"      peak RSS of the process tree {mib(c.sampler.peak)} (driver "
+          f"{mib(driver.peak_rss) if driver else '?'}, {len(others)} other processes "
+          f"{mib(sum(p.peak_rss for p in others))})")  # fmt: skip
+
+
+def check_drops(names: list[str], timers: dict[str, Timer], stage: set[str]) -> None:
+    from bench.filter_inputs import photo_of, portrait_names
+
+    found = {key: {n for n, d in zip(names, t.drops, strict=True) if d} for key, t in timers.items()}
+    found["c"] = stage
+    portraits = {n for n in names if photo_of(n) in portrait_names()}
+    same = found["a"] == found["b"] == found["c"]
+    by_photo = Counter(photo_of(n) for n in found["c"])
+    print(f"  drops: (a) {len(found['a'])}, (b) {len(found['b'])}, (c) {len(found['c'])} images "
+          f"({', '.join(f'{k} x{v}' for k, v in sorted(by_photo.items()))}); the same images: {same}; "
+          f"exactly the portraits: {found['c'] == portraits}")  # fmt: skip
+    for key in ("b", "c"):
+        if found[key] != found["a"]:
+            print(f"  note: ({key}) differs from (a): only ({key}) {sorted(found[key] - found['a'])[:5]}, "
+                  f"only (a) {sorted(found['a'] - found[key])[:5]}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-filter-") as temp:
+        yield Path(temp)
+
+
+def rounds(images: list[bytes], size: int) -> list[list[bytes]]:
+    return [images[start : start + size] for start in range(0, len(images), size)]
+
+
+def interleaved(methods: dict, timers: dict[str, Timer], chunks: list[list[bytes]], offset: int) -> None:
+    """Each chunk through every method, alternating which goes first: the same machine load."""
+    for round_, chunk in enumerate(chunks, offset):
+        for key in sorted(methods, reverse=bool(round_ % 2)):
+            timers[key].time(methods[key], chunk)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=400, help="images scored (default 400)")
+    parser.add_argument("--partitions", type=int, default=8, help="about this many 04 partitions (8)")
+    parser.add_argument("--batch-size", type=int, default=FaceSettings.batch_size)
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads of (a), (b) (default: torch's)")
+    parser.add_argument("--work", type=Path, help="build the root here and keep it (reused when it fits)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of (c)'s command (e.g. MALLOC_MMAP_THRESHOLD_=67108864)",
+    )
+    args = parser.parse_args()
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("facenet_pytorch") is None:
+        print("skipped: needs the filters extra (pip install -e '.[filters]')")
+        return
+    import torch
+
+    from bench.filter_inputs import STORED_SIDE, build, stored_images
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = FaceSettings(batch_size=args.batch_size, device=args.device)
+    with workdir(args.work) as work:
+        built, cli_args = build(work, args.images, args.partitions)
+        stored = stored_images(built)
+        images = [s.jpeg for s in stored]
+        methods = {"a": baseline(settings), "b": tolpipe(settings)}
+        for run in methods.values():  # warm-up, not timed: first calls allocate and pick kernels
+            run(images[:WARMUP])
+        timers = {key: Timer() for key in methods}
+        chunks = rounds(images, args.batch_size)
+        half = len(chunks) // 2
+        load = os.getloadavg()[0]
+        interleaved(methods, timers, chunks[:half], 0)
+        env = dict(item.split("=", 1) for item in args.env)
+        stage = run_stage(work, built, cli_args, args.device, args.batch_size, env)
+        interleaved(methods, timers, chunks[half:], half)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(f"face filter (MTCNN, stages {settings.stage_thresholds}, min face {settings.min_face_px} px, "
+          f"drop at any box >= {settings.face_threshold}): {len(images)} stored images (44 real photos "
+          f"at {STORED_SIDE} px, repeated), device {args.device}, {os.cpu_count()} cores, "
+          f"{torch.get_num_threads()} torch threads in (a) and (b), load average {load:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
+    rate_a = report("(a) bare loop: decode + detect x1", timers["a"])
+    rate_b = report(f"(b) FaceDetector.score, batch {args.batch_size}", timers["b"])
+    rates_c = report_stage(stage)
+    if env:
+        print(f"      (c) ran with the extra environment {env}")
+    cpu_a = timers["a"].images / timers["a"].cpu
+    print(f"  ratio (b)/(a): {rate_b / rate_a:.2f}x images/s, {timers['a'].cpu / timers['b'].cpu:.2f}x "
+          f"images per CPU second")  # fmt: skip
+    ratios = ", ".join(f"{k} {v / rate_a:.2f}x" for k, v in rates_c.items())
+    print(f"  ratio (c)/(a) (goal >= 0.8x): {ratios} images/s; whole command "
+          f"{stage.rows / stage.cpu / cpu_a:.2f}x images per CPU second")  # fmt: skip
+    print(f"  peak RSS: this process ((a) and (b) models loaded) {mib(peak)}; "
+          f"(c) process tree {mib(stage.sampler.peak)}")  # fmt: skip
+    check_drops([s.name for s in stored], timers, stage.dropped)
+
+
+if __name__ == "__main__":
+    main()
