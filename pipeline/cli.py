@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     support.add_argument("folder", type=Path, help="labelled example images")
     support.add_argument("--output", type=Path, required=True, help="the support set file to write (.npz)")
 
+    verify = command("verify", "re-read a stage's outputs and check them against the manifests")
+    verify.add_argument("what", choices=["shards"], help="shards: counts, keys, captions, image MD5s")
+
     from stages.dedup.testsets import add_testsets_parser
 
     add_testsets_parser(sub, _global_options)
@@ -245,6 +248,14 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from stages import load_stage
+
+    problems = load_stage("06_shard").verify(args.root, _load(args))
+    print("\n".join(problems) if problems else "shards: every tar matches the manifests")
+    return 1 if problems else 0
+
+
 def _cmd_testsets(args: argparse.Namespace) -> int:
     from stages.dedup.testsets import run_command
 
@@ -297,6 +308,7 @@ COMMANDS = {
     "rethreshold": _cmd_rethreshold,
     "filter": _cmd_filter,
     "testsets": _cmd_testsets,
+    "verify": _cmd_verify,
     "audit": _cmd_audit,
     "config": _cmd_config,
 }

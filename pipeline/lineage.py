@@ -24,8 +24,9 @@ from pipeline.ledger import ManifestStore
 
 REF_PATTERN = re.compile(r"^(?P<stage>\d\d_[a-z]+)/part-(?P<index>\d+)$")
 JOURNAL = "_removing.json"
-# Folders holding side files (committed with a partition and listed in its record).
-SIDE_DIRS = ("store",)
+# Folders holding side files (committed with a partition and listed in its record), with the name
+# patterns of those files: anything else there (06's sizes.json and README.txt) is not a side file.
+SIDE_DIRS: dict[str, tuple[str, ...]] = {"store": ("part-*",), "shards": ("shard-*.tar", "val-*.tar")}
 
 
 def stage_order() -> list[str]:
@@ -143,9 +144,9 @@ def unreferenced_files(root: Path) -> list[Path]:
         found += [p for p in sorted(store.dir.glob("part-*.parquet")) if p.stem not in recorded]
         for record in store.committed_records().values():
             referenced.update(record.get("side_files", {}))
-    for side_dir in SIDE_DIRS:
+    for side_dir, patterns in SIDE_DIRS.items():
         folder = root / side_dir
         if folder.is_dir():
-            found += sorted(p for p in folder.rglob("part-*") if p.is_file()
+            found += sorted(p for pattern in patterns for p in folder.rglob(pattern) if p.is_file()
                             and str(p.relative_to(root)) not in referenced)  # fmt: skip
     return found
