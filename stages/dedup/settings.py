@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.decisions import Scope
 from pipeline.errors import ConfigError
 
 # Thresholds that only turn stored distances into decisions: `tolpipe rethreshold dedup` may
@@ -31,17 +32,6 @@ class HashSettings:
 
         return {"pdqhash": version("pdqhash"), "canonical_px": self.canonical_px,
                 "draft_factor": self.draft_factor}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Scope:
-    image_types: frozenset[str]
-    providers: frozenset[str]  # empty: every provider
-
-    def covers(self, image_type: str | None, provider: str | None) -> bool:
-        if image_type not in self.image_types:
-            return False
-        return not self.providers or provider in self.providers
 
 
 def hash_settings(params: dict[str, Any]) -> HashSettings:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.decisions import apply_findings
 from stages.filter import schema as S
 from stages.filter.faces import FaceScores, FaceSettings, face_drop
 
@@ -66,18 +67,4 @@ def row_findings(row: dict[str, Any], params: dict[str, Any], face: FaceSettings
 def decide(table: pa.Table, params: dict[str, Any]) -> pa.Table:
     """`table` with status, reason and detail set from its scores (failed rows stay failed)."""
     face = _face_settings(params)
-    statuses, reasons, details = [], [], []
-    for row in table.to_pylist():
-        if row["status"] == "failed":
-            statuses.append(row["status"])
-            reasons.append(row["reason"])
-            details.append(row["detail"])
-            continue
-        found = row_findings(row, params, face)
-        statuses.append("dropped" if found else "ok")
-        reasons.append(found[0].split(":", 1)[0] if found else None)
-        details.append("; ".join(found) if found else None)
-    for name, values in (("status", statuses), ("reason", reasons), ("detail", details)):
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, table.schema.field(index), pa.array(values, pa.string()))
-    return table
+    return apply_findings(table, lambda row: row_findings(row, params, face))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from pipeline.decisions import Scope
 from pipeline.errors import ConfigError
 from stages.filter.schema import FILTERS
 
@@ -26,17 +26,6 @@ REQUIRED_HINTS = {
     "(built with `tolpipe filter build-support-set FOLDER`)",
     "occurrence": "set filter.embedder_weights",
 }
-
-
-@dataclass(frozen=True)
-class Scope:
-    image_types: frozenset[str]
-    providers: frozenset[str]  # empty: every provider
-
-    def covers(self, image_type: str | None, provider: str | None) -> bool:
-        if image_type not in self.image_types:
-            return False
-        return not self.providers or provider in self.providers
 
 
 def scopes(params: dict[str, Any]) -> dict[str, Scope]:
