@@ -59,6 +59,7 @@ from stages.filter.faces import FaceDetector, FaceSettings, face_drop  # noqa: E
 
 WARMUP = 8  # images scored before timing (first calls allocate and pick kernels)
 FILTER = "04_filter"
+BUSY = 0.2  # cores other processes may use while timing before the figures are called unreliable
 
 
 def decode(data: bytes) -> Image.Image:
@@ -131,7 +132,11 @@ class Proc:
 
     started: float  # epoch seconds
     peak_rss: int = 0
-    cpu: float = 0.0  # user + system seconds at the last sample
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (epoch seconds, CPU seconds)
+
+    def cpu_at(self, when: float) -> float:
+        """User + system seconds at the last sample taken by `when`."""
+        return max((cpu for at, cpu in self.samples if at <= when), default=0.0)
 
 
 class TreeSampler:
@@ -159,7 +164,8 @@ class TreeSampler:
                     with contextlib.suppress(psutil.Error), proc.oneshot():
                         seen = self.procs.setdefault(proc.pid, Proc(proc.create_time()))
                         rss, times = proc.memory_info().rss, proc.cpu_times()
-                        seen.peak_rss, seen.cpu = max(seen.peak_rss, rss), times.user + times.system
+                        seen.peak_rss = max(seen.peak_rss, rss)
+                        seen.samples.append((time.time(), times.user + times.system))
                         total += rss
             self.peak = max(self.peak, total)
             self.stop.wait(self.interval)
@@ -307,6 +313,20 @@ def report_stage(c: StageRun) -> dict[str, float]:
     return rates
 
 
+def worker_line(w: Worker, seen: Proc | None) -> str:
+    """Start-up, steady rate and CPU per image, peak RSS of one worker process."""
+    if seen is None:
+        return "not sampled"
+    first = f"process start -> first commit {w.commits[0][0] - seen.started:.1f} s ({w.commits[0][1]} rows)"
+    rows, secs = w.steady()
+    if secs <= 0:
+        return f"{first}; peak RSS {mib(seen.peak_rss)}"
+    cpu = seen.cpu_at(w.commits[-1][0]) - seen.cpu_at(w.commits[0][0])
+    return (f"{first}, then {secs / (len(w.commits) - 1):.1f} s/partition = {rows / secs:.1f} images/s, "
+            f"{1000 * cpu / rows:.0f} CPU ms/image ({cpu / secs:.2f} cores busy); "
+            f"peak RSS {mib(seen.peak_rss)}")  # fmt: skip
+
+
 def report_timeline(c: StageRun, first_start: float, last_commit: float) -> None:
     at = lambda t: f"{t - c.launched:.1f}"  # noqa: E731 - seconds after launch
     worker_pids = {w.pid for w in c.workers}
@@ -316,15 +336,8 @@ def report_timeline(c: StageRun, first_start: float, last_commit: float) -> None
           f"run record ended {at(c.epoch('ended_utc'))}, exit {c.wall:.1f}")  # fmt: skip
     for w in c.workers:
         seen = c.sampler.procs.get(w.pid)
-        rows, secs = w.steady()
-        first = f"{w.commits[0][0] - seen.started:.1f} s" if seen else "?"
-        then = (f"then {secs / (len(w.commits) - 1):.1f} s/partition = {rows / secs:.1f} images/s"
-                if secs > 0 else "no second partition")  # fmt: skip
-        used = f"{seen.cpu / (last_commit - seen.started):.2f} cores busy" if seen else ""
-        print(f"      worker {w.pid}: {len(w.commits)} partitions, {w.rows} rows; process start -> first "
-              f"commit {first} ({w.commits[0][1]} rows), {then}; {used}; "
-              f"peak RSS {mib(seen.peak_rss) if seen else '?'}")  # fmt: skip
-    driver = c.sampler.procs.get(min(c.sampler.procs)) if c.sampler.procs else None
+        print(f"      worker {w.pid}: {len(w.commits)} partitions, {w.rows} rows; {worker_line(w, seen)}")
+    driver = c.sampler.procs.get(c.sampler.pid)
     others = [p for pid, p in c.sampler.procs.items() if pid not in worker_pids and p is not driver]
     print(f"      peak RSS of the process tree {mib(c.sampler.peak)} (driver "
           f"{mib(driver.peak_rss) if driver else '?'}, {len(others)} other processes "
@@ -430,6 +443,10 @@ def main() -> None:
     print(f"  peak RSS: this process ((a) and (b) models loaded) {mib(peak)}; "
           f"(c) process tree {mib(stage.sampler.peak)}")  # fmt: skip
     check_drops([s.name for s in stored], timers, stage.dropped)
+    busy = max(timers["a"].others / timers["a"].wall, stage.others / stage.wall)
+    if busy > BUSY:
+        print(f"  note: other processes used up to {busy:.2f} cores while timing: the figures and ratios are "
+              "not reliable ((a)'s OpenMP threads slow down most when a core is taken)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -78,6 +78,17 @@ def partition_digests(root: Path, stage_dir: str) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(folder.glob("part-*.parquet"))}
 
 
+@pytest.fixture(autouse=True)
+def _no_ultralytics_patches():
+    """Importing ultralytics (pytest.importorskip at collection, checkpoint builders) patches PIL
+    and torch for the whole process; the stage undoes that, and so does every test here."""
+    from stages.filter.megadetector import undo_ultralytics_patches
+
+    undo_ultralytics_patches()
+    yield
+    undo_ultralytics_patches()
+
+
 @pytest.fixture
 def small_table(tmp_path: Path) -> Path:
     return write_url_table(tmp_path / "urls.csv", rows=300, hosts=3, duplicates_every=50)

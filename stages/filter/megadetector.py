@@ -234,6 +234,24 @@ def _check_model(path: str, model: Any) -> None:
         )
 
 
+def undo_ultralytics_patches() -> None:
+    """ultralytics' import replaces PIL.Image.open (with a fallback that imports pi_heif, not
+    installed, on any unidentified image) and torch.save for the whole process: the download
+    stage in the same worker would then fail undecodable bodies as internal errors. Put both
+    back (a no-op when ultralytics was never imported)."""
+    import sys
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is None:
+        return
+    from PIL import Image
+
+    Image.open = patches._image_open
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(patches, "_torch_save"):
+        torch.save = patches._torch_save
+
+
 def _import_yolo() -> Any:
     """ultralytics with every network path closed; the flags are read when it is first imported.
 
@@ -243,21 +261,10 @@ def _import_yolo() -> Any:
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "false"
     omp = os.environ.get("OMP_NUM_THREADS")
-    import torch
-    from PIL import Image
-
-    # Its import replaces PIL.Image.open (a fallback that imports pi_heif, not installed, on any
-    # unidentified image) and torch.save for the whole process: the download stage in the same
-    # worker would then fail undecodable bodies as internal errors. Put both back.
-    image_open, torch_save = Image.open, torch.save
     import ultralytics
     import ultralytics.utils  # noqa: F401  (where the patches are applied)
 
-    if image_open.__module__.startswith("ultralytics"):  # imported (and patched) by other code first
-        from ultralytics.utils import patches
-
-        image_open, torch_save = patches._image_open, patches._torch_save
-    Image.open, torch.save = image_open, torch_save
+    undo_ultralytics_patches()
 
     # Its import sets OMP_NUM_THREADS=1 (for its training) when unset: processes this one starts
     # later (dask workers) must not inherit that.
