@@ -18,15 +18,18 @@ over the same bytes: the JPEGs of that root's image store.
 
 (a) and (b) run in this process, interleaved batch by batch (alternating which goes first), half
 of the batches before (c) and half after, so that all three see the same machine load; their
-model loads and a warm-up batch are not timed. Prints images/s and CPU figures of each, for (c)
-also of the run record's span and of the partitions alone (from the commit times of the worker
-processes), a timeline of (c), the ratios against (a), peak RSS (this process with both models;
-the process tree of (c)) and whether (a), (b) and (c) dropped the same images (the portraits).
+model loads and a warm-up batch are not timed. Prints images/s and CPU figures of each; for (c)
+also of the run record's span, of the partitions alone (first worker process start to last
+commit) and of the steady state (after each worker's first commit: model loaded), from the
+commit times and the sampled CPU of the worker processes; a timeline of (c); the ratios against
+(a); peak RSS (this process with both models; the process tree of (c)); whether (a), (b) and (c)
+dropped the same images (the portraits); and a note when other processes took CPU meanwhile
+(the figures are then not comparable: (a)'s two OpenMP threads suffer most).
 Without torch (the filters extra) it prints "skipped: needs the filters extra" and exits 0, since
 `make bench` runs every bench.
 
     python bench/bench_filter.py [--images 400] [--partitions 8] [--batch-size 8] [--device cpu]
-                                 [--threads N] [--work DIR]
+                                 [--threads N] [--work DIR] [--env KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -287,12 +290,11 @@ def report_stage(c: StageRun) -> dict[str, float]:
     cluster, params = c.record["config"]["cluster"], c.record["config"]["filter"]
     first_start = min(c.sampler.procs[w.pid].started for w in c.workers if w.pid in c.sampler.procs)
     last_commit = max(w.commits[-1][0] for w in c.workers)
-    steady = [w.steady() for w in c.workers]
+    steady = sum(rows / secs for rows, secs in (w.steady() for w in c.workers) if secs > 0)
     rates = {
         "whole command": c.rows / c.wall,
         "run record": c.rows / c.record["elapsed_s"],
         "partitions": c.rows / (last_commit - first_start),
-        "steady": sum(rows / secs for rows, secs in steady if secs > 0),
     }
     print(f"  (c) tolpipe run filter: local cluster of {cluster['workers']} worker processes x "
           f"{cluster['threads_per_worker']} thread (processes: {cluster['local_processes']}), "
@@ -306,9 +308,11 @@ def report_stage(c: StageRun) -> dict[str, float]:
     print(f"      partitions               {rates['partitions']:6.1f} images/s "
           f"({last_commit - first_start:.1f} s from the first worker process start to the last "
           "commit)")  # fmt: skip
-    print(f"      steady partitions        {rates['steady']:6.1f} images/s (after each worker's first "
-          f"commit, summed over workers); the command's fixed costs beyond that work: "
-          f"{c.wall - c.rows / rates['steady']:.1f} s")  # fmt: skip
+    if steady > 0:  # some worker committed twice
+        rates["steady"] = steady
+        print(f"      steady partitions        {steady:6.1f} images/s (after each worker's first commit, "
+              f"summed over workers); the command's fixed costs beyond that work: "
+              f"{c.wall - c.rows / steady:.1f} s")  # fmt: skip
     report_timeline(c, first_start, last_commit)
     return rates
 
@@ -382,7 +386,7 @@ def interleaved(methods: dict, timers: dict[str, Timer], chunks: list[list[bytes
             timers[key].time(methods[key], chunk)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400, help="images scored (default 400)")
     parser.add_argument("--partitions", type=int, default=8, help="about this many 04 partitions (8)")
@@ -397,17 +401,21 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra environment of (c)'s command (e.g. MALLOC_MMAP_THRESHOLD_=67108864)",
     )
-    args = parser.parse_args()
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("facenet_pytorch") is None:
-        print("skipped: needs the filters extra (pip install -e '.[filters]')")
-        return
-    import torch
+    return parser.parse_args()
 
-    from bench.filter_inputs import STORED_SIDE, build, stored_images
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = FaceSettings(batch_size=args.batch_size, device=args.device)
+@dataclass
+class Results:
+    names: list[str]  # source_id of every stored image, in the order (a) and (b) scored them
+    timers: dict[str, Timer]
+    stage: StageRun
+    load: float  # load average before timing
+
+
+def measure(args: argparse.Namespace, settings: FaceSettings, env: dict[str, str]) -> Results:
+    """Builds the root, then (a) and (b) interleaved, half of their batches before (c), half after."""
+    from bench.filter_inputs import build, stored_images
+
     with workdir(args.work) as work:
         built, cli_args = build(work, args.images, args.partitions)
         stored = stored_images(built)
@@ -420,33 +428,53 @@ def main() -> None:
         half = len(chunks) // 2
         load = os.getloadavg()[0]
         interleaved(methods, timers, chunks[:half], 0)
-        env = dict(item.split("=", 1) for item in args.env)
         stage = run_stage(work, built, cli_args, args.device, args.batch_size, env)
         interleaved(methods, timers, chunks[half:], half)
+    return Results([s.name for s in stored], timers, stage, load)
+
+
+def report_all(args: argparse.Namespace, settings: FaceSettings, env: dict[str, str], r: Results) -> None:
+    import torch
+
+    from bench.filter_inputs import STORED_SIDE
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(f"face filter (MTCNN, stages {settings.stage_thresholds}, min face {settings.min_face_px} px, "
-          f"drop at any box >= {settings.face_threshold}): {len(images)} stored images (44 real photos "
+          f"drop at any box >= {settings.face_threshold}): {len(r.names)} stored images (44 real photos "
           f"at {STORED_SIDE} px, repeated), device {args.device}, {os.cpu_count()} cores, "
-          f"{torch.get_num_threads()} torch threads in (a) and (b), load average {load:.1f} before, "
+          f"{torch.get_num_threads()} torch threads in (a) and (b), load average {r.load:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
-    rate_a = report("(a) bare loop: decode + detect x1", timers["a"])
-    rate_b = report(f"(b) FaceDetector.score, batch {args.batch_size}", timers["b"])
+    a, b, stage = r.timers["a"], r.timers["b"], r.stage
+    rate_a = report("(a) bare loop: decode + detect x1", a)
+    rate_b = report(f"(b) FaceDetector.score, batch {args.batch_size}", b)
     rates_c = report_stage(stage)
     if env:
         print(f"      (c) ran with the extra environment {env}")
-    cpu_a = timers["a"].images / timers["a"].cpu
-    print(f"  ratio (b)/(a): {rate_b / rate_a:.2f}x images/s, {timers['a'].cpu / timers['b'].cpu:.2f}x "
-          f"images per CPU second")  # fmt: skip
+    print(f"  ratio (b)/(a): {rate_b / rate_a:.2f}x images/s, {a.cpu / b.cpu:.2f}x images per CPU second")
     ratios = ", ".join(f"{k} {v / rate_a:.2f}x" for k, v in rates_c.items())
     print(f"  ratio (c)/(a) (goal >= 0.8x): {ratios} images/s; whole command "
-          f"{stage.rows / stage.cpu / cpu_a:.2f}x images per CPU second")  # fmt: skip
+          f"{(stage.rows / stage.cpu) / (a.images / a.cpu):.2f}x images per CPU second")  # fmt: skip
     print(f"  peak RSS: this process ((a) and (b) models loaded) {mib(peak)}; "
           f"(c) process tree {mib(stage.sampler.peak)}")  # fmt: skip
-    check_drops([s.name for s in stored], timers, stage.dropped)
-    busy = max(timers["a"].others / timers["a"].wall, stage.others / stage.wall)
+    check_drops(r.names, r.timers, stage.dropped)
+    busy = max(a.others / a.wall, stage.others / stage.wall)
     if busy > BUSY:
         print(f"  note: other processes used up to {busy:.2f} cores while timing: the figures and ratios are "
               "not reliable ((a)'s OpenMP threads slow down most when a core is taken)")  # fmt: skip
+
+
+def main() -> None:
+    args = parse_args()
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("facenet_pytorch") is None:
+        print("skipped: needs the filters extra (pip install -e '.[filters]')")
+        return
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = FaceSettings(batch_size=args.batch_size, device=args.device)
+    env = dict(item.split("=", 1) for item in args.env)
+    report_all(args, settings, env, measure(args, settings, env))
 
 
 if __name__ == "__main__":
