@@ -29,6 +29,17 @@ JOURNAL = "_removing.json"
 SIDE_DIRS: dict[str, tuple[str, ...]] = {"store": ("part-*",), "shards": ("shard-*.tar", "val-*.tar")}
 
 
+def partition_ref(stage_dir: str, index: int) -> str:
+    """How a partition's inputs name an upstream partition it read (see REF_PATTERN)."""
+    return f"{stage_dir}/part-{index:05d}"
+
+
+def upstream_inputs(records: dict[str, dict[int, dict[str, Any]]], index: int) -> dict[str, str]:
+    """Inputs naming partition `index` of each stage in `records` (stage -> committed records)
+    by its sha256: what lineage compares to find stale partitions."""
+    return {partition_ref(stage, index): by_index[index]["sha256"] for stage, by_index in records.items()}
+
+
 def stage_order() -> list[str]:
     from stages import STAGE_MODULES
 

@@ -85,6 +85,18 @@ def check_parameters(store: ManifestStore, params: dict[str, Any], rebuild: bool
     )
 
 
+def _commit(
+    stage: Stage, store: ManifestStore, part: Partition, output: Any, params: dict[str, Any], run_id: str,
+    retries: int = 0,
+) -> dict[str, Any]:
+    """Worker side: commit a partition's output; what the driver's progress needs comes back."""
+    record = store.commit(
+        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
+        output.side_files, retries=retries, run_id=run_id, key=part.key,
+    )  # fmt: skip
+    return {"index": part.index, "rows": record.rows, "counts": record.counts}
+
+
 def _execute_partition(
     part: Partition, stage_dir: str, ctx: StageContext, params: dict[str, Any], run_id: str
 ) -> dict[str, Any]:
@@ -93,12 +105,7 @@ def _execute_partition(
 
     stage = load_stage(stage_dir)
     output = stage.run_partition(part, ctx)
-    store = ManifestStore(ctx.root, stage_dir)
-    record = store.commit(
-        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
-        output.side_files, run_id=run_id, key=part.key,
-    )  # fmt: skip
-    return {"index": part.index, "rows": record.rows, "counts": record.counts}
+    return _commit(stage, ManifestStore(ctx.root, stage_dir), part, output, params, run_id)
 
 
 def _execute_retry(
@@ -116,11 +123,7 @@ def _execute_retry(
     previous = ctx.read_manifest(stage_dir, part.index)
     retries = (store.read_record(part.index) or {}).get("retries", 0) + 1
     output = stage.retry_partition(part, ctx, previous, set(reasons))
-    record = store.commit(
-        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
-        output.side_files, retries=retries, run_id=run_id, key=part.key,
-    )  # fmt: skip
-    return {"index": part.index, "rows": record.rows, "counts": record.counts}
+    return _commit(stage, store, part, output, params, run_id, retries)
 
 
 def _totals(store: ManifestStore, indices: list[int]) -> dict[str, Any]:
@@ -389,8 +392,4 @@ def _execute_rethreshold(
     previous = ctx.read_manifest(stage_dir, part.index)
     old = store.read_record(part.index) or {}
     output = stage.rethreshold_partition(part, ctx, previous)
-    record = store.commit(
-        part.index, output.table, stage.schema, output.rows_in, part.inputs, params,
-        output.side_files, retries=old.get("retries", 0), run_id=run_id, key=part.key,
-    )  # fmt: skip
-    return {"index": part.index, "rows": record.rows, "counts": record.counts}
+    return _commit(stage, store, part, output, params, run_id, old.get("retries", 0))

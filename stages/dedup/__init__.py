@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from pipeline.errors import ConfigError
+from pipeline.lineage import upstream_inputs
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.dedup.schema import SCHEMA
 from stages.dedup.settings import DECISION_PARAMS, TRACKED_PARAMS, TUNING_PARAMS, hash_settings, validate
@@ -101,7 +102,7 @@ class DedupStage(Stage):
         testsets = {f"testset:{s.name}": s.digest for s in self._sets}
         parts = []
         for index in sorted(records[self.upstream]):
-            inputs = {f"{stage}/part-{index:05d}": records[stage][index]["sha256"] for stage in UPSTREAMS}
+            inputs = upstream_inputs(records, index)
             inputs.update(testsets)
             inputs["md5_decisions"] = partition_digest(self._md5, index)
             inputs["pdqhash"] = version("pdqhash")

@@ -20,18 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from pipeline.orientation import TRANSPOSE, exif_orientation
 from stages.dedup.settings import HashSettings
 
-EXIF_ORIENTATION = 0x0112
-TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 WHITE = (255, 255, 255, 255)
 HASH_BYTES = 32
 
@@ -49,14 +40,6 @@ class PdqHash:
     @property
     def hex(self) -> str:
         return self.code.hex()
-
-
-def _orientation(im: Image.Image) -> int:
-    try:
-        value = im.getexif().get(EXIF_ORIENTATION, 1)
-    except DECODE_ERRORS:
-        return 1
-    return value if value in TRANSPOSE else 1
 
 
 def _luma(im: Image.Image) -> Image.Image:
@@ -80,7 +63,7 @@ def canonical_luma(data: bytes, settings: HashSettings) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         if im.format in ("JPEG", "MPO"):
             im.draft("L", (side * settings.draft_factor, side * settings.draft_factor))
-        orientation = _orientation(im)
+        orientation = exif_orientation(im)
         im.load()
         luma = _luma(im)
     if orientation != 1:

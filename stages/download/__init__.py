@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
 from pipeline.executors import local_workers
+from pipeline.lineage import upstream_inputs
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.download import reasons as R
 from stages.download.fetch import host_name
@@ -76,7 +77,7 @@ class DownloadStage(Stage):
         return [
             Partition(
                 index=i,
-                inputs={f"{UPSTREAM}/part-{i:05d}": committed[i]["sha256"]},
+                inputs=upstream_inputs({UPSTREAM: committed}, i),
                 payload={
                     "upstream": i,
                     "slots": slots,

@@ -20,23 +20,13 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.orientation import SWAPS_SIDES, TRANSPOSE, exif_orientation
 from stages.download import reasons as R
 
 # Formats Pillow may open (JPEG includes multi-picture JPEGs). Others (EPS would run
 # Ghostscript, PSD, ...) are `not_image`.
 Image.init()
 IMAGE_FORMATS = tuple(f for f in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP") if f in Image.OPEN)
-EXIF_ORIENTATION = 0x0112
-TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-SWAPS_SIDES = {5, 6, 7, 8}
 # Background for transparent images (white, as img2dataset's alpha matting).
 BACKGROUND = (255, 255, 255)
 
@@ -116,14 +106,6 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _orientation(im: Image.Image) -> int:
-    try:
-        value = im.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block only loses the orientation
-        return 1
-    return value if value in TRANSPOSE else 1
-
-
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
@@ -164,7 +146,7 @@ def open_image(body: bytes, rules: ImageRules) -> Image.Image:
 def process(body: bytes, rules: ImageRules) -> StoredImage:
     """The stored JPEG of a downloaded body, or ImageError with a reason code."""
     im = open_image(body, rules)
-    orientation = _orientation(im)
+    orientation = exif_orientation(im)
     raw_w, raw_h = im.size
     width, height = (raw_h, raw_w) if orientation in SWAPS_SIDES else (raw_w, raw_h)
     if min(width, height) < rules.min_side:

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from pipeline.digest import digest_json
 from pipeline.joined import joined_rows
+from pipeline.lineage import upstream_inputs
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.filter import occurrence_plan as occ
 from stages.filter.decide import decide
@@ -82,7 +83,7 @@ class FilterStage(Stage):
         configured = {name: self._identities.get(name) is not None for name in FILTERS}
         parts = []
         for index in sorted(records[self.upstream]):
-            inputs = {f"{stage}/part-{index:05d}": records[stage][index]["sha256"] for stage in UPSTREAMS}
+            inputs = upstream_inputs(records, index)
             inputs["models"] = models
             inputs["occurrences"] = self._occurrence_digests.get(index, "none")
             payload = {"configured": configured, "identities": self._identities,

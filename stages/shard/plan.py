@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.digest import digest_json
 from pipeline.ledger import ManifestStore
+from pipeline.lineage import upstream_inputs
 from pipeline.progress import Progress
 from pipeline.stage import Partition, StageContext
 from stages.shard import staging as st
@@ -69,7 +70,7 @@ def keys_files(ctx: StageContext, mapper: Any, upstream: str, params: dict[str, 
     folder = ctx.work_dir("keys")
     paths = {}
     for index in sorted(records[upstream]):
-        sources = {f"{stage}/part-{index:05d}": records[stage][index]["sha256"] for stage in stages}
+        sources = upstream_inputs(records, index)
         paths[index] = keys_path(folder, index, sources, params)
     missing = [i for i in paths if not paths[i].exists()]
     if missing:
