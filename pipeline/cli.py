@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, TolpipeError
+
+# Commands that live beside the code they drive: command name -> module. Each module exposes
+# add_parser(subparsers, global_options) and run_command(args, config) -> exit code, and keeps
+# heavy imports (torch, open_clip) inside functions so `tolpipe --help` stays fast.
+PLUGIN_COMMANDS: dict[str, str] = {
+    "testsets": "stages.dedup.testsets",
+}
 
 DESCRIPTION = """\
 Turn biodiversity image archives into ML-ready training data, one numbered stage at a time
@@ -117,9 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = command("verify", "re-read a stage's outputs and check them against the manifests")
     verify.add_argument("what", choices=["shards"], help="shards: counts, keys, captions, image MD5s")
 
-    from stages.dedup.testsets import add_testsets_parser
-
-    add_testsets_parser(sub, _global_options)
+    for module in PLUGIN_COMMANDS.values():
+        importlib.import_module(module).add_parser(sub, _global_options)
 
     command("status", "per stage: partitions done/planned/stale, rows by status and reason")
     show = command("show", "list or export a stage's rows by reason or status (default: dropped and failed)")
@@ -256,12 +263,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _cmd_testsets(args: argparse.Namespace) -> int:
-    from stages.dedup.testsets import run_command
-
-    return run_command(args, _load(args))
-
-
 def _cmd_show(args: argparse.Namespace) -> int:
     from pipeline.show import show_rows
 
@@ -307,7 +308,6 @@ COMMANDS = {
     "show": _cmd_show,
     "rethreshold": _cmd_rethreshold,
     "filter": _cmd_filter,
-    "testsets": _cmd_testsets,
     "verify": _cmd_verify,
     "audit": _cmd_audit,
     "config": _cmd_config,
@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.overrides = [*args.overrides, *getattr(args, "overrides_after", [])]
     try:
+        if args.command in PLUGIN_COMMANDS:
+            module = importlib.import_module(PLUGIN_COMMANDS[args.command])
+            return module.run_command(args, _load(args))
         return COMMANDS[args.command](args)
     except TolpipeError as exc:
         print(f"tolpipe: error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@
 `add` hashes every test image (MD5 of the file bytes; PDQ hash and quality of the decoded image,
 with the [dedup] hashing settings) in worker processes and stores the set under the work root
 (stages/dedup/registry.py), holding the root's run lock meanwhile. The command-line wiring is
-`add_testsets_parser` (builds the subcommands) and `run_command` (runs the parsed one).
+`add_parser` (builds the subcommands) and `run_command` (runs the parsed one).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ the next `tolpipe run dedup` recompute its partitions (training hashes are cache
 BATCH_ROWS = 4096  # hashed rows gathered into one record batch
 
 
-def add_testsets_parser(
+def add_parser(
     subparsers: Any, global_options: Callable[[argparse.ArgumentParser, bool], None]
 ) -> argparse.ArgumentParser:
     """The `testsets` command and its add/list/remove subcommands. `global_options(parser,

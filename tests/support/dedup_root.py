@@ -134,11 +134,11 @@ def run_testsets(root: Path, *argv: str, overrides: list[str] | None = None) -> 
     returns what it prints."""
     from pipeline.cli import _global_options
     from pipeline.config import load_config
-    from stages.dedup.testsets import ACTIONS, add_testsets_parser
+    from stages.dedup.testsets import ACTIONS, add_parser
 
     parser = argparse.ArgumentParser(prog="tolpipe")
     _global_options(parser, suppress=False)
-    add_testsets_parser(parser.add_subparsers(dest="command", required=True), _global_options)
+    add_parser(parser.add_subparsers(dest="command", required=True), _global_options)
     args = parser.parse_args(["--root", str(root), "testsets", *argv])
     args.overrides = [*args.overrides, *getattr(args, "overrides_after", []), *(overrides or [])]
     config = load_config(root, args.config, args.overrides)
