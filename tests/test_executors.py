@@ -35,7 +35,8 @@ def test_slurm_settings_map_onto_slurmcluster_arguments():
     kwargs = slurm_cluster_kwargs(cfg)
     assert kwargs["queue"] == "gpu" and kwargs["account"] == "bio" and kwargs["cores"] == 8
     assert "--qos=high" in kwargs["job_extra_directives"]
-    assert kwargs["job_script_prologue"] == ["module load python"]
+    assert kwargs["job_script_prologue"][1:] == ["module load python"]
+    assert kwargs["job_script_prologue"][0].startswith("export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=")
     assert kwargs["scheduler_options"] == {"host": "127.0.0.1", "dashboard_address": None}
     assert "interface" not in kwargs  # empty values are left to dask-jobqueue
 
@@ -44,3 +45,29 @@ def test_unknown_cluster_kind_is_an_error():
     cfg = load_config(Path("/nonexistent"))["cluster"] | {"kind": "kubernetes"}
     with pytest.raises(ConfigError, match="kind must be one of"), open_client(cfg):
         pass
+
+
+def _worker_environ(_: object) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+
+def test_local_workers_keep_glibcs_own_malloc_trim_threshold(tmp_path: Path):
+    # dask's nanny would set MALLOC_TRIM_THRESHOLD_=65536 in every worker; model inference then
+    # pays a fresh mmap per freed tensor (bench/bench_filter.py). Other nanny settings stay.
+    cfg = load_config(tmp_path, None, ["cluster.workers=1"])["cluster"]
+    with open_client(cfg) as client:
+        seen = client.submit(_worker_environ, 0).result()
+    assert seen["MALLOC_TRIM_THRESHOLD_"] is None
+    assert seen["OMP_NUM_THREADS"] == "1"
+
+
+def test_usable_cpus_follows_the_affinity_mask():
+    from pipeline.executors import usable_cpus
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert usable_cpus() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cpus() <= len(before)

@@ -8,7 +8,6 @@ does not depend on the number of workers.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,7 +41,9 @@ def _chunks(items: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, byte
 
 
 def worker_count(configured: int) -> int:
-    return configured if configured > 0 else (os.cpu_count() or 1)
+    from pipeline.executors import usable_cpus
+
+    return configured if configured > 0 else usable_cpus()
 
 
 def hash_items(items: Iterable[tuple[str, bytes]], settings: HashSettings, workers: int) -> Iterator[Row]:

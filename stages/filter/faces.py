@@ -82,10 +82,14 @@ def face_drop(scores: FaceScores, settings: FaceSettings) -> bool:
 
 
 def weights_dir() -> Path:
-    """The folder of the MTCNN weights shipped inside the facenet_pytorch package."""
-    import facenet_pytorch
+    """The folder of the MTCNN weights shipped inside the facenet_pytorch package. Found without
+    importing it: the import pulls in torch (seconds), and the driver only hashes the files."""
+    import importlib.util
 
-    return Path(facenet_pytorch.__file__).resolve().parent / "data"
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'facenet_pytorch'", name="facenet_pytorch")
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "data"
 
 
 def weights_sha256() -> str:

@@ -46,14 +46,14 @@ def resolve_device(device: str) -> str:
 
 def limit_torch_threads(params: dict[str, Any], cluster: dict[str, Any]) -> None:
     """Share the cores between the worker processes of a local cluster (see torch_threads)."""
-    import os
-
     import torch
+
+    from pipeline.executors import local_workers, usable_cpus
 
     threads = int(params["torch_threads"])
     if threads == 0 and cluster.get("kind") == "local":
-        workers = cluster["workers"] if cluster["workers"] != "auto" else os.cpu_count() or 1
-        threads = max(1, (os.cpu_count() or 1) // (int(workers) * int(cluster["threads_per_worker"])))
+        workers = local_workers(cluster) * int(cluster["threads_per_worker"])
+        threads = max(1, usable_cpus() // workers)
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
