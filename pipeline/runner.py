@@ -17,14 +17,14 @@ from typing import Any
 from pipeline import atomic
 from pipeline.config import freeze
 from pipeline.digest import changed_keys, digest_json
-from pipeline.errors import ConfigError, ParameterChangeError, StageFailure, TolpipeError
+from pipeline.errors import ConfigError, ParameterChangeError, StageFailure, TolpipeError, UpstreamError
 from pipeline.executors import Mapper, open_client
 from pipeline.housekeeping import check_upstream, preflight_writable, tidy_root, tuning_keys
 from pipeline.ledger import ManifestStore
-from pipeline.lineage import remove_partitions, stale_partitions
+from pipeline.lineage import JOURNAL, remove_partitions, stale_partitions
 from pipeline.progress import Progress
 from pipeline.runlock import hold_root
-from pipeline.runrecord import RunRecord
+from pipeline.runrecord import RUNNING, RunRecord
 from pipeline.stage import Partition, Stage, StageContext
 
 
@@ -177,6 +177,17 @@ def _progress(stage_dir: str, total: int, config: dict[str, Any]) -> Progress:
     )
 
 
+def _shared_tidy(root: Path, stage_dir: str) -> dict[str, Any]:
+    """What a partition run sharing the root does instead of tidying: nothing, unless a killed
+    run left a removal half done, which only an exclusive run may finish."""
+    if (root / "manifests" / JOURNAL).exists():
+        raise UpstreamError(
+            f"{root}: a killed run left a removal of partitions unfinished; run `tolpipe run "
+            f"{section_name(stage_dir)}` once without --partitions to finish it"
+        )
+    return {"skipped": "root shared by partition runs"}
+
+
 def run_stage(
     root: str | Path,
     stage_dir: str,
@@ -193,10 +204,13 @@ def run_stage(
     from stages import load_stage
 
     stage: Stage = load_stage(stage_dir)
-    with hold_root(root, f"run {stage_dir}") as lock:
+    # Partition runs of one stage (a job array's tasks) share the root; any other run holds it alone.
+    shared = stage_dir if partitions is not None else None
+    with hold_root(root, f"run {stage_dir}", shared_stage=shared) as lock:
         ctx = stage_context(Path(root), stage_dir, config, {"rebuild": rebuild, **(options or {})})
         preflight_writable(ctx.root, stage)
-        tidy = tidy_root(ctx.root, lock)
+        # Sharing runs leave tidying to the next exclusive run: the others' temp files are live.
+        tidy = _shared_tidy(ctx.root, stage_dir) if lock.shared else tidy_root(ctx.root, lock)
         check_upstream(ctx.root, stage)
         params = stage.output_params(ctx.params)
         store = ManifestStore(ctx.root, stage_dir)
@@ -207,12 +221,17 @@ def run_stage(
         selected = sorted(partitions) if partitions is not None else None
         record = RunRecord(ctx.root, stage_dir, command, config)
         record.start(run_tag=lock.tag, housekeeping=tidy, partitions_selected=selected)
-        return _run_partitions(stage, ctx, store, params, record, client, partitions)
+        try:
+            return _run_partitions(stage, ctx, store, params, record, client, partitions, lock.shared)
+        except Exception as exc:  # an error in prepare or plan: the run failed, it was not killed
+            if record.data.get("outcome") == RUNNING:
+                record.finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
 
 
 def _run_partitions(
     stage: Stage, ctx: StageContext, store: ManifestStore, params: dict[str, Any], record: RunRecord,
-    client: Any, selected: set[int] | None,
+    client: Any, selected: set[int] | None, shared: bool = False,
 ) -> dict[str, Any]:
     config = ctx.config
     with ExitStack() as stack:
@@ -230,7 +249,9 @@ def _run_partitions(
             mapper, _execute_partition, todo, progress, stage.dir, ctx, params, record.run_id
         )
     indices = [p.index for p in parts]
-    removed = {} if failures else _remove_orphans(store, set(indices))
+    # Orphans are removed by exclusive runs only (a sharing run's removal could race another's
+    # commit); the next plain `tolpipe run` of the stage removes them.
+    removed = {} if failures or shared else _remove_orphans(store, set(indices))
     data = record.finish(
         "failed" if failures else "ok",
         partitions_planned=len(parts),

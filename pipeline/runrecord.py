@@ -54,8 +54,12 @@ def git_revision() -> str | None:
 
 
 def new_run_id() -> str:
-    """UTC timestamp with microseconds and pid: sortable and unique per invocation."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + f"-{os.getpid()}"
+    """UTC timestamp with microseconds and pid: sortable and unique per invocation. In a Slurm
+    job also its job id (each task of an array has its own): tasks of one array run at once on
+    several nodes, whose pids may coincide."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    suffix = f"-j{job}" if job.isdigit() else ""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + f"-{os.getpid()}{suffix}"
 
 
 class RunRecord:
