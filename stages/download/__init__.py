@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import ConfigError
 from pipeline.executors import local_workers
 from pipeline.lineage import upstream_inputs
+from pipeline.local_images import root_identity
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.download import reasons as R
 from stages.download.fetch import host_name
@@ -45,6 +46,26 @@ def concurrent_slots(ctx: StageContext) -> int:
         f"[cluster] kind = {kind!r}: set download.rate_split_slots to the number of partitions "
         "that may run at once, so that per-host rates can be split between workers"
     )
+
+
+def _local_roots(path: Path) -> list[str]:
+    """Image roots (archives, folders) of a 01 partition's ok local rows."""
+    if "local_root" not in pq.read_schema(path).names:
+        return []
+    table = pq.read_table(path, columns=["status", "local_root"])
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    return sorted(r for r in pc.unique(ok["local_root"]).to_pylist() if r)
+
+
+def _root_inputs(roots: list[str], known: dict[str, str]) -> dict[str, str]:
+    """Partition inputs naming the local image roots it reads, with their identity: images
+    that change under the same 01 rows recompute the partition."""
+    out = {}
+    for root in roots:
+        if root not in known:
+            known[root] = root_identity(Path(root)) if Path(root).exists() else "missing"
+        out[f"local:{root}"] = known[root]
+    return out
 
 
 def _ok_hosts(path: Path) -> list[str]:
@@ -74,10 +95,12 @@ class DownloadStage(Stage):
         if warning:
             print(f"[02_download] warning: {warning}", file=sys.stderr, flush=True)
         slots = concurrent_slots(ctx)
+        identities: dict[str, str] = {}
         return [
             Partition(
                 index=i,
-                inputs=upstream_inputs({UPSTREAM: committed}, i),
+                inputs={**upstream_inputs({UPSTREAM: committed}, i),
+                        **_root_inputs(_local_roots(ctx.manifest_path(UPSTREAM, i)), identities)},
                 payload={
                     "upstream": i,
                     "slots": slots,

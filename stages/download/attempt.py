@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from stages.download import reasons as R
 from stages.download.deadline import Deadline
 from stages.download.fetch import Fetcher, FetchError, Target
-from stages.download.images import ImageError, ImageRules, StoredImage, md5_hex, process
+from stages.download.images import ImageError, StoredImage, md5_hex, process
 from stages.download.politeness import BUCKETS, TokenBucket, parse_retry_after, x_robots_blocked
 from stages.download.robots import ALLOW_ALL, ROBOTS, RobotsRules, RobotsVerdict
-from stages.download.settings import SUBSAMPLING, DownloadSettings
+from stages.download.settings import DownloadSettings, image_rules
 
 # Robots outcomes recorded in the manifest's `robots` column.
 ROBOTS_OFF = "off"
@@ -70,9 +70,7 @@ class AttemptEnv:
         self.fetcher = Fetcher(
             s.user_agent, s.allowed_schemes, s.max_redirects, s.max_body_bytes, s.read_timeout_s
         )
-        self.rules = ImageRules(
-            s.min_side, s.max_side, s.jpeg_quality, SUBSAMPLING[s.jpeg_subsampling], s.max_pixels
-        )
+        self.rules = image_rules(s)
 
     def bucket(self, host: str) -> TokenBucket:
         return BUCKETS.get(host, self.settings, self.host_shares.get(host, self.default_share))

@@ -43,6 +43,9 @@ class RowInput:
     uuid: str
     url: str
     host: str
+    # Local images (pipeline.local_images): the archive or folder, and the path inside it.
+    local_root: str | None = None
+    local_member: str | None = None
 
 
 def manifest_row(row: RowInput, final: RowFinal) -> dict:

@@ -38,6 +38,10 @@ DECODE_ERROR = "decode_error"  # identified as an image but cannot be decoded (t
 DECOMPRESSION_BOMB = "decompression_bomb"  # more pixels than download.max_pixels
 TOO_SMALL = "too_small"  # shortest side of the original below download.min_side
 UNEXPECTED_STATUS = "unexpected_status"  # 1xx or other status that is neither success nor error
+# Local images (pipeline.local_images; codes shared with that module):
+UNSAFE_PATH = "unsafe_path"  # the member would read outside its root ('..', absolute, symlink)
+LOCAL_MISSING = "local_missing"  # not in the archive, or no such file under the folder
+LOCAL_READ_ERROR = "local_read_error"  # corrupt archive or I/O error (fix it, rerun with --rebuild)
 
 TRANSIENT: frozenset[str] = frozenset(
     {

@@ -9,6 +9,7 @@ from pipeline import __version__
 from pipeline.constraints import problem
 from pipeline.errors import ConfigError
 from stages.download.fetch import host_name
+from stages.download.images import ImageRules
 
 # Keys that change speed or retry effort but not the rules that decide a row's outcome; they stay
 # out of the params digest so that a `tolpipe retry` may use other values.
@@ -38,6 +39,7 @@ VOLATILE_PARAMS: tuple[str, ...] = (
     "robots_failure_ttl_s",
     "robots_max_bytes",
     "watchdog_grace_s",
+    "local_threads",
 )
 
 # Volatile keys that tune one run: a --set/--config value applies to that run alone unless
@@ -98,6 +100,7 @@ class DownloadSettings:
     robots_failure_ttl_s: float = 60.0
     robots_max_bytes: int = 512000
     watchdog_grace_s: float = 10.0
+    local_threads: int = 2
 
     @property
     def user_agent(self) -> str:
@@ -117,6 +120,11 @@ class DownloadSettings:
             ceiling=ceiling,
             floor=min(values["rate_floor"] / n, ceiling),
         )
+
+
+def image_rules(s: DownloadSettings) -> ImageRules:
+    """The image rules of these settings (downloads and local images alike)."""
+    return ImageRules(s.min_side, s.max_side, s.jpeg_quality, SUBSAMPLING[s.jpeg_subsampling], s.max_pixels)
 
 
 def override_host(key: str) -> str:

@@ -1,7 +1,9 @@
 """Stage 01 ingest: provider exports -> one manifest row per image, partitioned by URL host.
 
 Sources (`--source KIND:PATH` or `ingest.sources`): `gbif` (Darwin Core Archive), `eol` (EOL
-media manifest CSV), `table` (CSV/Parquet with a `url` column). Rows are classified (image type,
+media manifest CSV, named through EOL's taxon file), `table` (CSV/Parquet with a `url` column),
+`bioscan` (BIOSCAN-5M metadata CSV + image zip), `fathomnet` (COCO export), `folder` (CSV of
+labels of images under its folder). Rows are classified (image type,
 collection area) and dropped with reasons (bad URL, not a still image, material citation, camera
 trap occurrence with too many images, duplicate URL). See manifests/README.md for the columns.
 """
@@ -12,26 +14,31 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.digest import digest_json, sha256_file
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.ledger import stage_schema
+from pipeline.local_images import root_identity
 from pipeline.progress import Progress
 from pipeline.stage import Partition, PartitionOutput, Stage, StageContext
 from stages.ingest import shuffle
 from stages.ingest.assemble import finish_sub_bucket, read_partition
+from stages.ingest.eol_taxa import EolTaxa
 from stages.ingest.identity import guard_sources, partition_key, source_key, stable_indices
+from stages.ingest.options import ProviderOptions
 from stages.ingest.rules import classify, sample_uuids
-from stages.ingest.sources import iter_source, validate_source
-
-SOURCE_KINDS = ("gbif", "eol", "table")
+from stages.ingest.sources import SOURCE_KINDS, SourceSummary, iter_source, validate_source
 
 _TEXT = [
     "url", "host", "provider", "source_kind", "source_file", "source_id", "occurrence_id",
     "scientific_name", "kingdom", "phylum", "class", "order", "family", "genus", "species",
     "common_name", "license", "rights_holder", "basis_of_record", "publisher", "event_remarks",
-    "media_type", "media_format", "image_type", "collection_area",
+    "media_type", "media_format", "image_type", "collection_area", "split", "local_root",
+    "local_member",
 ]  # fmt: skip
+# Columns that name a row's taxon: an ok row with all of them empty reaches 03 without a name.
+NAME_COLUMNS = ("scientific_name", "kingdom", "phylum", "class", "order", "family", "genus", "species")
 SCHEMA = stage_schema(
     *[pa.field(name, pa.string()) for name in _TEXT],
     pa.field("images_in_occurrence", pa.int32()),
@@ -62,6 +69,38 @@ def source_digest(path: Path) -> str:
     return digest_json([(str(p.relative_to(path)), sha256_file(p)) for p in files])
 
 
+def eol_taxa_file(path: Path, options: ProviderOptions) -> Path | None:
+    taxa = options.eol_taxa_path(path)
+    return taxa if taxa.is_file() else None
+
+
+def check_named(kind: str, path: Path, summary: SourceSummary, options: ProviderOptions) -> None:
+    """An EOL manifest has page ids, not names: without its taxon file (and without name columns
+    of its own) it is refused unless `ingest.allow_unnamed`."""
+    if kind != "eol" or options.allow_unnamed or eol_taxa_file(path, options) is not None:
+        return
+    if "scientific_name" in summary.columns:
+        return
+    raise InputError(
+        path,
+        f"no EOL taxon file ({options.eol_taxa_path(path)}): an EOL media manifest has page ids, "
+        "not names; put EOL's Dynamic Hierarchy taxon.tab there (or set ingest.eol_taxon_file), "
+        "or pass --allow-unnamed (ingest.allow_unnamed = true) to ingest its rows without names",
+    )
+
+
+def source_inputs(kind: str, path: Path, options: ProviderOptions) -> str:
+    """A source's content digest, with the files it brings along: an eol source's taxon file, a
+    bioscan source's image archive or folder (`pipeline.local_images.root_identity`)."""
+    digest = source_digest(path)
+    if kind == "eol":
+        taxa = eol_taxa_file(path, options)
+        return digest_json([digest, sha256_file(taxa)]) if taxa else digest
+    if kind == "bioscan":
+        return digest_json([digest, root_identity(options.bioscan_root(path))])
+    return digest
+
+
 def derive_columns(table: pa.Table, params: dict[str, Any]) -> pa.Table:
     """Pass 2's per-row work: rules (status, reason, image type, ...) and the sample uuid."""
     derived = classify(table, params)
@@ -78,21 +117,30 @@ class IngestStage(Stage):
     schema = SCHEMA
     # Sources are tracked by content digest (Partition.inputs), not by path; read sizes only
     # change speed and memory.
-    volatile_params = ("sources", "chunk_rows", "occurrence_bucket_mb", "dwca_join_memory_mb")
+    # The EOL taxon file and the BIOSCAN-5M images are tracked by digest too; allow_unnamed only
+    # permits a run.
+    volatile_params = ("sources", "chunk_rows", "occurrence_bucket_mb", "dwca_join_memory_mb",
+                       "eol_taxon_file", "bioscan_images", "allow_unnamed")  # fmt: skip
     tuning_params = ("chunk_rows", "occurrence_bucket_mb", "dwca_join_memory_mb")
 
     def __init__(self) -> None:
         self._staging: Path | None = None
         self._sources: list[tuple[str, Path]] = []
         self._inputs: dict[str, str] = {}
+        self._eol_taxa: dict[Path, EolTaxa] = {}
 
     def check(self, ctx: StageContext) -> None:
         """Sources readable, and the same as the committed partitions were built from."""
         sources = parse_sources(ctx.params["sources"])
+        options = ProviderOptions.from_params(ctx.params)
+        self._eol_taxa = {}
         for kind, path in sources:
-            validate_source(kind, path)
+            check_named(kind, path, validate_source(kind, path, options=options), options)
+            taxa = eol_taxa_file(path, options) if kind == "eol" else None
+            if taxa is not None:  # read (and checked) here, before anything is written
+                self._eol_taxa[path] = EolTaxa(taxa)
         self._sources = sources
-        self._inputs = {source_key(k, p): source_digest(p) for k, p in sources}
+        self._inputs = {source_key(k, p): source_inputs(k, p, options) for k, p in sources}
         added = ctx.options.get("added_sources") or []
         declared = {source_key(k, p) for k, p in parse_sources(added)} if added else set()
         guard_sources(ctx, self._inputs, declared)
@@ -143,12 +191,14 @@ class IngestStage(Stage):
         n_buckets = shuffle.occurrence_bucket_count(total_bytes, params["occurrence_bucket_mb"])
         reading = _progress(ctx, "read", len(sources), "sources")
         join_memory = params["dwca_join_memory_mb"] << 20
+        options = ProviderOptions.from_params(params)
 
         def batches(join_dir: Path):
             for index, (kind, path) in enumerate(sources):
                 chunks = iter_source(
                     kind, path, params["chunk_rows"],
-                    join_memory_bytes=join_memory, temp_dir=join_dir,
+                    join_memory_bytes=join_memory, temp_dir=join_dir, options=options,
+                    eol_taxa=self._eol_taxa.get(path),
                 )  # fmt: skip
                 yield from ((index, b) for b in chunks)
                 reading.advance(1)
@@ -182,6 +232,28 @@ class IngestStage(Stage):
         payload = part.payload
         table = read_partition(Path(payload["staging"]), payload["file"], payload["row_group"], self.schema)
         return PartitionOutput(table=table, rows_in=payload["rows"])
+
+
+    def run_notes(self, ctx: StageContext) -> list[str]:
+        """A warning when ok rows carry no name at all (EOL without its taxon file)."""
+        unnamed = unnamed_rows(ctx, self.dir)
+        if not unnamed:
+            return []
+        return [f"warning: {unnamed:,} ok row(s) carry no name (EOL manifest without its taxon file, "
+                "ingest.allow_unnamed): 03 keeps them as empty_input; add the EOL taxon file and "
+                "rerun ingest with --rebuild to name them"]  # fmt: skip
+
+
+def unnamed_rows(ctx: StageContext, stage_dir: str) -> int:
+    """ok rows of the committed partitions whose name columns are all empty."""
+    count = 0
+    for index in sorted(ctx.committed(stage_dir)):
+        table = ctx.read_manifest(stage_dir, index, columns=["status", *NAME_COLUMNS])
+        empty = pc.equal(table["status"], "ok")
+        for name in NAME_COLUMNS:
+            empty = pc.and_(empty, pc.is_null(table[name]))
+        count += pc.sum(empty.cast(pa.int64())).as_py() or 0
+    return count
 
 
 def _progress(ctx: StageContext, label: str, total: int, unit: str) -> Progress:

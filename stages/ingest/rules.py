@@ -9,7 +9,11 @@ are compared without separators, so `PreservedSpecimen` (Darwin Core) equals
 Drop reasons, first match wins (URL problems first: a row that cannot be fetched is reported as
 such whatever else is wrong with it):
 
-1. `missing_url`, `malformed_url`, `bad_scheme`  (see `url_problem`)
+1. `missing_url`, `malformed_url`, `bad_scheme`  (see `url_problem`); for local images (source
+   kinds bioscan and folder) instead `unsafe_path` (see `pipeline.local_images.member_problem`)
+   or `missing_url` (no image path)
+1b. the reader's own decision (`reader_reason`: `eol_page_not_in_taxa`, `multiple_concepts`,
+   `no_concept`)
 2. `not_still_image`            (see `is_still_image`)
 3. `material_citation`          (basisOfRecord MATERIAL_CITATION, when `drop_material_citation`)
 4. `camera_trap_too_many_images` (camera-trap row whose occurrence has more than
@@ -37,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError
+from pipeline.local_images import UNSAFE_PATH, member_problem
 
 # Fixed project namespace of sample ids: changing it changes every uuid.
 TOLPIPE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://tolpipe.invalid/sample")
@@ -51,6 +56,12 @@ REASON_BAD_SCHEME = "bad_scheme"
 REASON_NOT_STILL_IMAGE = "not_still_image"
 REASON_MATERIAL_CITATION = "material_citation"
 REASON_CAMERA_TRAP_TOO_MANY = "camera_trap_too_many_images"
+REASON_UNSAFE_PATH = UNSAFE_PATH
+# Source kinds whose images are read from this machine (pipeline.local_images), not downloaded.
+LOCAL_KINDS = frozenset({"bioscan", "folder"})
+# Reasons decided by the provider readers (eol_taxa.py, fathomnet.py), applied by classify.
+READER_REASONS = ("eol_page_not_in_taxa", "multiple_concepts", "no_concept")
+# The rules' own reasons (local images add REASON_UNSAFE_PATH, see _local_columns).
 REASONS = (
     REASON_MISSING_URL,
     REASON_MALFORMED_URL,
@@ -442,6 +453,8 @@ def classify(table: pa.Table | Any, params: Mapping[str, Any]) -> pa.Table:
         pc.equal(types, MUSEUM_SPECIMEN), collection_areas(table, rp), pa.scalar(None, pa.string())
     )
     reasons, details, hosts = url_columns(table.column("url"), rp)
+    _local_columns(table, reasons, details, hosts)
+    _reader_decisions(table, reasons, details)
     counts = table.column("images_in_occurrence")
     # Later rules only apply to rows that no earlier rule dropped (see the module doc).
     later = [
@@ -467,6 +480,38 @@ def classify(table: pa.Table | Any, params: Mapping[str, Any]) -> pa.Table:
             "host": pa.array(hosts, pa.string()),
         }
     )
+
+
+def _local_columns(table: pa.Table, reasons: list, details: list, hosts: list) -> None:
+    """Local images: the member path is checked instead of the URL; the host is the root's name."""
+    if "local_member" not in table.column_names:
+        return
+    kinds = table.column("source_kind").to_pylist()
+    local = [i for i, k in enumerate(kinds) if (k or "").lower() in LOCAL_KINDS]
+    if not local:
+        return
+    members = table.column("local_member").to_pylist()
+    urls = table.column("url").to_pylist()
+    for i in local:
+        problem = member_problem(members[i])
+        if members[i] is None or not str(members[i]).strip():
+            reasons[i], details[i] = REASON_MISSING_URL, "no image path"
+        elif problem is not None:
+            reasons[i], details[i] = REASON_UNSAFE_PATH, problem
+        else:
+            reasons[i], details[i] = None, None
+        url = urls[i] or ""
+        hosts[i] = url.split("://", 1)[1].split("/", 1)[0].lower() if "://" in url else None
+
+
+def _reader_decisions(table: pa.Table, reasons: list, details: list) -> None:
+    if "reader_reason" not in table.column_names:
+        return
+    codes = table.column("reader_reason").to_pylist()
+    texts = table.column("reader_detail").to_pylist()
+    for i, code in enumerate(codes):
+        if code is not None and reasons[i] is None:
+            reasons[i], details[i] = code, texts[i]
 
 
 def _material_citation_mask(table: pa.Table, rp: RuleParams) -> pa.ChunkedArray:

@@ -7,8 +7,19 @@ Sources are given as `KIND:PATH`:
   are the media row's, else its occurrence's.
 - `eol`: an EOL media manifest CSV (`EOL content ID, EOL page ID, Medium Source URL,
   EOL Full-Size Copy URL, License Name, Copyright Owner`).
+  With a taxon file (EOL's Dynamic Hierarchy `taxon.tab`, see `eol_taxa.py`), every row gets
+  its page's scientific name and higher classification.
 - `table`: any CSV (TSV if named `.tsv`/`.tab`; gzip/bz2/zstd by extension) or Parquet file with
   a `url` column and optional record columns.
+- `bioscan`: BIOSCAN-5M's metadata CSV; images read in place from the published zip or its
+  extracted folder (`bioscan.py`).
+- `fathomnet`: a FathomNet COCO export (`fathomnet.py`).
+- `folder`: a CSV of labels whose `file` column names images under the CSV's folder (`folder.py`).
+
+Local images (bioscan, folder) carry `local_root` and `local_member` for 02, and a
+`local://` URL (see `pipeline.local_images`). Readers may decide a row's drop themselves
+(`reader_reason`, `reader_detail`: an unknown EOL page, a FathomNet image with several
+concepts); the rules apply it after the URL checks.
 
 Every reader streams (bounded memory) and yields record batches with exactly `RECORD_SCHEMA`:
 all strings, trimmed, blank -> null, plus `source_row` (0-based row in the source file). Bad
@@ -27,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from stages.ingest import bioscan, fathomnet, folder
 from stages.ingest.dwca import (
     DEFAULT_JOIN_MEMORY_BYTES,
     Opener,
@@ -37,14 +49,17 @@ from stages.ingest.dwca import (
     read_header,
     validate_archive,
 )
+from stages.ingest.eol_taxa import EolTaxa
+from stages.ingest.options import DEFAULT_OPTIONS, ProviderOptions
 
-SOURCE_KINDS = ("gbif", "eol", "table")
+SOURCE_KINDS = ("gbif", "eol", "table", "bioscan", "fathomnet", "folder")
+LOCAL_KINDS = ("bioscan", "folder")
 
 STRING_FIELDS = (
     "provider", "source_kind", "source_file", "source_id", "occurrence_id", "url", "media_type",
     "media_format", "scientific_name", "kingdom", "phylum", "class", "order", "family", "genus",
     "species", "common_name", "license", "rights_holder", "basis_of_record", "publisher",
-    "event_remarks",
+    "event_remarks", "split", "local_root", "local_member", "reader_reason", "reader_detail",
 )  # fmt: skip
 RECORD_SCHEMA = pa.schema(
     [pa.field(name, pa.string()) for name in STRING_FIELDS] + [pa.field("source_row", pa.int64())]
@@ -67,7 +82,7 @@ EOL_COLUMNS = {
     "Copyright Owner": "rights_holder",
 }
 EOL_REQUIRED = ("EOL content ID", "EOL Full-Size Copy URL")
-PROVIDER_DEFAULTS = {"gbif": "gbif", "eol": "eol"}
+PROVIDER_DEFAULTS = {"gbif": "gbif", "eol": "eol", "bioscan": "bioscan", "fathomnet": "fathomnet"}
 PARQUET_MAGIC = b"PAR1"
 # Rows per chunk of the validation scan (memory/speed only).
 VALIDATE_CHUNK_ROWS = 65536
@@ -89,14 +104,14 @@ def parse_source_spec(spec: str) -> tuple[str, Path]:
     """`"KIND:PATH"` -> (kind, path). Raises InputError for a malformed spec or unknown kind."""
     kind, sep, path = spec.partition(":")
     if not sep or not path:
-        raise InputError(spec, "source must be given as KIND:PATH (KIND: gbif, eol or table)")
+        raise InputError(spec, f"source must be given as KIND:PATH (KIND: {', '.join(SOURCE_KINDS)})")
     _check_kind(kind.strip().lower(), path)
     return kind.strip().lower(), Path(path)
 
 
 def _check_kind(kind: str, path: object) -> None:
     if kind not in SOURCE_KINDS:
-        raise InputError(path, f"unknown source kind {kind!r} (expected gbif, eol or table)")
+        raise InputError(path, f"unknown source kind {kind!r} (expected {', '.join(SOURCE_KINDS)})")
 
 
 def _check_path(kind: str, path: Path) -> None:
@@ -111,7 +126,9 @@ def _check_path(kind: str, path: Path) -> None:
         raise InputError(path, "empty file")
 
 
-def validate_source(kind: str, path: Path, *, deep: bool = True) -> SourceSummary:
+def validate_source(
+    kind: str, path: Path, *, deep: bool = True, options: ProviderOptions = DEFAULT_OPTIONS
+) -> SourceSummary:
     """Check a source before anything is written; raise InputError naming the problem.
 
     Always: known kind, path exists, not a zero-byte file, required columns (table: `url`;
@@ -125,13 +142,20 @@ def validate_source(kind: str, path: Path, *, deep: bool = True) -> SourceSummar
         return _validate_dwca(path, deep)
     if kind == "eol":
         mapping = _eol_mapping(path)
+    elif kind == "bioscan":
+        mapping = bioscan.mapping(path)
+        bioscan.image_type(bioscan.image_root(path, options), options)
+    elif kind == "fathomnet":
+        mapping = {}
+    elif kind == "folder":
+        mapping = folder.mapping(path)
     elif _is_parquet(path):
         mapping = _parquet_mapping(path)
     else:
         mapping = _table_mapping(path)
     rows = -1
     if deep:
-        rows = sum(b.num_rows for b in iter_source(kind, path, VALIDATE_CHUNK_ROWS))
+        rows = sum(b.num_rows for b in iter_source(kind, path, VALIDATE_CHUNK_ROWS, options=options))
     return SourceSummary(kind, path, rows, dict(mapping))
 
 
@@ -148,13 +172,16 @@ def iter_source(
     *,
     join_memory_bytes: int = DEFAULT_JOIN_MEMORY_BYTES,
     temp_dir: Path | None = None,
+    options: ProviderOptions = DEFAULT_OPTIONS,
+    eol_taxa: EolTaxa | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream a source as record batches of at most `chunk_rows` rows with `RECORD_SCHEMA`.
 
     `provider`: gbif -> "gbif", eol -> "eol", table -> its `provider` column where set, else
     `default_provider`, else the file name up to its first dot. A non-None `default_provider`
     also replaces "gbif"/"eol". `source_kind` is `kind`; `source_file` the file read (for a
-    DwC-A, `<archive>!/<member>` or `<folder>/<member>`).
+    DwC-A, `<archive>!/<member>` or `<folder>/<member>`). `eol_taxa`: the taxon file that names
+    an eol source's pages (None: the manifest's own columns only). `options`: provider settings.
 
     Row order is deterministic: file order for eol and table sources; for gbif, see
     `dwca.iter_multimedia` (file order unless the join spilled to `temp_dir` because the
@@ -169,6 +196,14 @@ def iter_source(
         tables = iter_multimedia(path, chunk_rows, join_memory_bytes=join_memory_bytes, temp_dir=temp_dir)
     elif kind == "eol":
         tables = _iter_csv(path, _eol_mapping(path), _csv_dialect(path), chunk_rows)
+        if eol_taxa is not None:
+            tables = (eol_taxa.annotate(t) for t in tables)
+    elif kind == "bioscan":
+        tables = bioscan.iter_tables(path, chunk_rows, options)
+    elif kind == "fathomnet":
+        tables = fathomnet.iter_tables(path, chunk_rows, options)
+    elif kind == "folder":
+        tables = folder.iter_tables(path, chunk_rows)
     elif _is_parquet(path):
         tables = _iter_parquet(path, _parquet_mapping(path), chunk_rows)
     else:
