@@ -16,6 +16,11 @@ from pipeline.errors import ConfigError, TolpipeError
 # heavy imports (torch, open_clip) inside functions so `tolpipe --help` stays fast.
 PLUGIN_COMMANDS: dict[str, str] = {
     "testsets": "stages.dedup.testsets",
+    "report": "pipeline.report",
+    "eval": "training.evaluate",
+    "synth": "training.synth",
+    "predict": "training.predict",
+    "slurm": "pipeline.slurm_cli",
 }
 
 DESCRIPTION = """\
@@ -74,9 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument(
         "--source", action="append", default=[], metavar="KIND:PATH",
-        help="ingest only: a source (gbif:DwC-A zip or folder, eol:CSV, table:CSV/Parquet); "
-        "repeatable; replaces ingest.sources. A root built from other sources refuses (naming "
-        "them) unless --rebuild",
+        help="ingest only: a source (gbif:DwC-A zip or folder; eol:media manifest CSV, named "
+        "through EOL's taxon.tab beside it; table:CSV/Parquet; bioscan:BIOSCAN-5M metadata CSV, "
+        "images from the zip beside it; fathomnet:COCO export JSON; folder:CSV of labels, images "
+        "under its folder); repeatable; replaces ingest.sources. A root built from other sources "
+        "refuses (naming them) unless --rebuild",
+    )  # fmt: skip
+    run.add_argument(
+        "--allow-unnamed", action="store_true",
+        help="ingest only: accept EOL manifests without a taxon file (rows carry no name; "
+        "`tolpipe status` warns); same as --set ingest.allow_unnamed=true",
     )  # fmt: skip
     run.add_argument(
         "--add-source", action="append", default=[], metavar="KIND:PATH",
@@ -139,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--format", dest="fmt", choices=["table", "csv", "json", "parquet"], default="table",
                       help="table (terminal), csv, json (JSON lines) or parquet (every column)")  # fmt: skip
     show.add_argument("--output", type=Path, help="file for csv/json/parquet (required for parquet)")
-    audit = command("audit", "everything the stages built so far know of one sample")
+    audit = command("audit", "one sample's whole life: every stage's row, decision and provenance")
     audit.add_argument("uuid", help="the sample's uuid (from any manifest)")
+    audit.add_argument("--json", action="store_true", help="one JSON object: every stage's row, provenance")
     config = command("config", "print the effective config (TOML)")
     config.add_argument("--defaults", action="store_true", help="print the documented defaults")
     return parser
@@ -199,6 +212,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     args.added_sources = []
     args.overrides = [*args.overrides, *_sources_overrides(args)]
+    if args.allow_unnamed:
+        args.overrides.append("ingest.allow_unnamed=true")
     config, origins = load_layers(args.root, args.config, args.overrides)
     stage_dirs = available_stages() if args.stage == "all" else [resolve_stage_dir(args.stage)]
     if (args.source or args.add_source) and "01_ingest" not in stage_dirs:
@@ -210,7 +225,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for line in lines:
         print(f"  {line}")
     options = {"added_sources": args.added_sources}
-    with hold_root(args.root, "run " + args.stage):
+    shared = stage_dirs[0] if args.partitions is not None else None  # partition runs share the root
+    with hold_root(args.root, "run " + args.stage, shared_stage=shared):
         for stage_dir in stage_dirs:
             data = run_stage(args.root, stage_dir, config, rebuild=args.rebuild, options=options,
                              save=args.save, partitions=args.partitions)  # fmt: skip
@@ -282,13 +298,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from pipeline.provenance import audit, format_audit
+    from pipeline.provenance import audit, audit_json, format_audit
 
     _load(args)
     entries = audit(args.root, args.uuid)
     if not entries:
         raise TolpipeError(f"no stage under {args.root} knows sample {args.uuid}")
-    print(format_audit(args.uuid, entries))
+    print(audit_json(args.uuid, entries) if args.json else format_audit(args.uuid, entries))
     return 0
 
 

@@ -92,3 +92,22 @@ def _no_ultralytics_patches():
 @pytest.fixture
 def small_table(tmp_path: Path) -> Path:
     return write_url_table(tmp_path / "urls.csv", rows=300, hosts=3, duplicates_every=50)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cancel_slurm_jobs_left_by_tests(tmp_path_factory: pytest.TempPathFactory):
+    """A test that fails (or a demo run it started) can leave Slurm jobs queued or running that
+    write under the session's temporary folder: cancel them at the end, so they never take the
+    machine from later sessions."""
+    yield
+    import shutil
+
+    if shutil.which("squeue") is None:
+        return
+    base = str(tmp_path_factory.getbasetemp())
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        listing = subprocess.run(["squeue", "-h", "-O", "JobID:30,StdOut:2000"],
+                                 capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+        leftovers = [line.split()[0] for line in listing.splitlines() if base in line]
+        if leftovers:
+            subprocess.run(["scancel", *leftovers], capture_output=True, timeout=30)

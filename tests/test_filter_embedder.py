@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from demo.corpus import corpus_dir
 from pipeline.digest import sha256_file
 from pipeline.errors import ConfigError
 from stages.filter.embedder import Embedder, OpenClipEmbedder, clear_cache, load_embedder
@@ -22,7 +23,7 @@ from tests.support.known_embedder import SPEC, KnownEmbedder
 open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
-PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
+PHOTOS = corpus_dir()
 TINY = "tolpipe-test-tiny-vit"
 WIDE = "tolpipe-test-tiny-vit-wide"
 EMBED_DIM = 16

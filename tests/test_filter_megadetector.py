@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.corpus import corpus_dir
 from stages.filter.megadetector import (
     MDScores,
     MDSettings,
@@ -31,7 +32,7 @@ from stages.filter.megadetector import (
 from tests.support.megadetector_weights import SMALL_ARCHITECTURE, build_weights, cached_weights
 
 REPO = Path(__file__).resolve().parent.parent
-PHOTOS = REPO / "tests" / "data" / "photos"
+PHOTOS = corpus_dir()
 GIRAFFE = PHOTOS / "giraffa_camelopardalis.jpg"  # 512x342
 # Below the untrained model's confidences (about 0.004), so its boxes are reported and counted.
 LOW = {"detection_floor": 0.001, "count_confidence": 0.001, "animal_threshold": 0.001}

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests.support.extract_gcompris import RccError, parse_credits, read_rcc
+from demo.extract_gcompris import RccError, parse_credits, read_rcc
 from tests.support.photo_corpus import RANKS, corpus_dir, faces_dir, load_corpus
 
 LONGEST_SIDE = 512  # shipped photos are downscaled to this
@@ -89,7 +89,7 @@ def test_face_photos_are_public_domain_jpegs():
             assert max(image.size) == LONGEST_SIDE and min(image.size) >= MIN_SHORT_SIDE
 
 
-# ---- the .rcc reader and the README parser used by tests/support/extract_gcompris.py ----------
+# ---- the .rcc reader and the README parser used by demo/extract_gcompris.py ----------
 
 
 def build_rcc(version: int) -> bytes:

@@ -1,12 +1,12 @@
-"""Rebuild the shipped photo corpus (tests/data/photos/) from the Debian package gcompris-qt-data.
+"""Rebuild the shipped photo corpus (demo/data/photos/) from the Debian package gcompris-qt-data.
 
 The package stores real animal photos, with their Wikimedia credits, inside Qt resource
 collection bundles (`.rcc`). This one-off, re-runnable script downloads the package with apt (no
 other network), reads the bundles, keeps the public-domain / CC0 photos listed in SELECTION,
 converts them to JPEG no larger than LONGEST_SIDE and writes CREDITS.csv next to them.
 
-    .venv/bin/python tests/support/extract_gcompris.py            # apt-get download
-    .venv/bin/python tests/support/extract_gcompris.py --deb FILE  # an already downloaded .deb
+    .venv/bin/python demo/extract_gcompris.py            # apt-get download
+    .venv/bin/python demo/extract_gcompris.py --deb FILE  # an already downloaded .deb
 
 Photos whose shortest side would fall below MIN_SHORT_SIDE are skipped and listed, never upscaled.
 """
@@ -424,7 +424,7 @@ def extract(deb_root: Path, out_dir: Path) -> tuple[list[dict[str, str]], list[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_out = Path(__file__).resolve().parent.parent / "data" / "photos"
+    default_out = Path(__file__).resolve().parent / "data" / "photos"
     parser.add_argument("--out", type=Path, default=default_out, help="output folder")
     parser.add_argument("--deb", type=Path, help=f"a downloaded {PACKAGE} .deb (default: apt)")
     args = parser.parse_args(argv)

