@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -72,8 +73,18 @@ def shared_dir_fixture() -> Iterator[Path]:
     """A folder another user can reach (pytest's own temp folders are private to root)."""
     path = Path(tempfile.mkdtemp(prefix="tolpipe-ro-"))
     path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    # The other user runs this checkout's code: a checkout below a private folder (a clone
+    # into `mktemp -d`) is made reachable for the test and put back after.
+    private = [p for p in (REPO, *REPO.parents) if not p.stat().st_mode & stat.S_IXOTH]
+    modes = {p: p.stat().st_mode for p in private}
+    for folder, mode in modes.items():
+        folder.chmod(mode | stat.S_IXOTH)
+    try:
+        yield path
+    finally:
+        for folder, mode in modes.items():
+            folder.chmod(mode)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 needs_root = pytest.mark.skipif(
