@@ -2,7 +2,7 @@
 
 Images: the 44 real photos of tests/data (42 animals, 2 portraits) re-encoded as stage 02 stores
 images (longest side 720 px, JPEG quality 95, 4:2:0; the shipped photos are 512 px at most, so
-they are enlarged here to the stored size most downloads have), repeated to `--images` (400) as
+they are enlarged here to the stored size most downloads have), repeated to `--images` (800) as
 files of their own, served by the loopback server and taken through 01 ingest, 02 download and
 03 taxonomy by the real CLI (not timed; see bench/filter_inputs.py). All three measurements run
 over the same bytes: the JPEGs of that root's image store.
@@ -12,23 +12,28 @@ over the same bytes: the JPEGs of that root's image store.
   (b) tolpipe: `FaceDetector.score` over the same bytes in batches of `--batch-size` (decode
       included; the detector groups equal sizes for MTCNN's batched detect);
   (c) the stage end to end: `tolpipe run filter` on a copy of the root, as a subprocess with the
-      default local cluster (2 worker processes; no embedder or MegaDetector configured, so only
-      the face filter runs): process start, cluster start, model loads, reading the store,
-      decisions, commits.
+      default config (no embedder or MegaDetector configured, so only the face filter runs):
+      process start, cluster start, model loads, reading the store, decisions, commits. The
+      default local cluster has 2 workers, and the filter's are threads of the command's process
+      (cluster.threaded_stages): torch imported and MTCNN loaded once;
+  (d) the same command with 2 worker processes (`cluster.threaded_stages=[]`), each of which
+      imports torch and loads MTCNN: (d) - (c) is what that costs, and whether processes score
+      any faster once started.
 
-(a) and (b) run in this process, interleaved batch by batch (alternating which goes first), half
-of the batches before (c) and half after, so that all three see the same machine load; their
-model loads and a warm-up batch are not timed. Prints images/s and CPU figures of each; for (c)
-also of the run record's span, of the partitions alone (first worker process start to last
-commit) and of the steady state (after each worker's first commit: model loaded), from the
-commit times and the sampled CPU of the worker processes; a timeline of (c); the ratios against
-(a); peak RSS (this process with both models; the process tree of (c)); whether (a), (b) and (c)
-dropped the same images (the portraits); and a note when other processes took CPU meanwhile
-(the figures are then not comparable: (a)'s two OpenMP threads suffer most).
+(a) and (b) run in this process, interleaved batch by batch (alternating which goes first), a
+third of the batches before (c), a third between (c) and (d) and a third after, so that all four
+see the same machine load; their model loads and a warm-up batch are not timed. Prints images/s
+and CPU figures of each; for (c) and (d) also of the run record's span, of the partitions alone
+(first worker process start to last commit) and of the steady state (after each worker's first
+commit: model loaded), from the commit times and the sampled CPU of the worker processes; their
+timelines; the ratios against (a); peak RSS (this process with both models; the process trees of
+(c) and (d)); whether (a)-(d) dropped the same images (the portraits); and a note when other
+processes took CPU meanwhile (the figures are then not comparable: (a)'s two OpenMP threads
+suffer most).
 Without torch (the filters extra) it prints "skipped: needs the filters extra" and exits 0, since
 `make bench` runs every bench.
 
-    python bench/bench_filter.py [--images 400] [--partitions 8] [--batch-size 8] [--device cpu]
+    python bench/bench_filter.py [--images 800] [--partitions 8] [--batch-size 8] [--device cpu]
                                  [--threads N] [--work DIR] [--env KEY=VALUE]
 """
 
@@ -62,6 +67,11 @@ from stages.filter.faces import FaceDetector, FaceSettings, face_drop  # noqa: E
 
 WARMUP = 8  # images scored before timing (first calls allocate and pick kernels)
 FILTER = "04_filter"
+PROCESSES = ("--set", "cluster.threaded_stages=[]")  # (d): the filter's workers as processes
+# Images scored by default: (c) and (d) pay about 10 s once (torch import, model load, the first
+# calls) that (a) does before timing: at 800 images (about 45 s of (a)) that is a fifth of the
+# command, at 400 a third; a real run of millions of images never notices it.
+IMAGES = 800
 BUSY = 0.2  # cores other processes may use while timing before the figures are called unreliable
 
 
@@ -186,20 +196,23 @@ class TreeSampler:
 
 @dataclass
 class Worker:
-    """One worker process of (c): its commits as (epoch seconds, rows), in time order."""
+    """One process that computed partitions of (c) or (d): its commits as (epoch seconds, rows),
+    in time order, and how many partitions it ran at once (its dask worker threads)."""
 
     pid: int
     commits: list[tuple[float, int]] = field(default_factory=list)
+    at_once: int = 1
 
     @property
     def rows(self) -> int:
         return sum(rows for _, rows in self.commits)
 
     def steady(self) -> tuple[int, float]:
-        """Rows and seconds after its first commit (model loaded, everything warm)."""
-        if len(self.commits) < 2:
+        """Rows and seconds after its first round of commits (models loaded, everything warm)."""
+        first = self.at_once
+        if len(self.commits) <= first:
             return 0, 0.0
-        return sum(r for _, r in self.commits[1:]), self.commits[-1][0] - self.commits[0][0]
+        return sum(r for _, r in self.commits[first:]), self.commits[-1][0] - self.commits[first - 1][0]
 
 
 @dataclass
@@ -227,15 +240,15 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def commits(root: Path) -> list[Worker]:
-    """04's committed partitions grouped by the worker process that computed them."""
+def commits(root: Path, at_once: int) -> list[Worker]:
+    """04's committed partitions grouped by the process that computed them."""
     from pipeline.ledger import ManifestStore
 
     store = ManifestStore(root, FILTER)
     workers: dict[int, Worker] = {}
     for index, record in store.committed_records().items():
         pid = int(record["computed_on"]["pid"])
-        worker = workers.setdefault(pid, Worker(pid))
+        worker = workers.setdefault(pid, Worker(pid, at_once=at_once))
         worker.commits.append((store.record_path(index).stat().st_mtime, int(record["rows"])))
     for worker in workers.values():
         worker.commits.sort()
@@ -243,9 +256,10 @@ def commits(root: Path) -> list[Worker]:
 
 
 def run_stage(
-    work: Path, built: Path, cli_args: list[str], device: str, batch_size: int, env: dict[str, str]
-) -> StageRun:
-    """(c): `tolpipe run filter` on a fresh copy of the 01 -> 03 root, timed and sampled."""
+    work: Path, built: Path, cli_args: list[str], device: str, batch_size: int, env: dict[str, str],
+    extra: tuple[str, ...] = (),
+) -> StageRun:  # fmt: skip
+    """(c) or (d): `tolpipe run filter` on a fresh copy of the 01 -> 03 root, timed and sampled."""
     from bench.filter_inputs import stage_drops
     from pipeline.runrecord import read_runs
 
@@ -254,7 +268,7 @@ def run_stage(
     shutil.copytree(built, root)
     cmd = [sys.executable, "-m", "pipeline.cli", "--root", str(root), *cli_args,
            "--set", f"filter.device={device}", "--set", f"filter.batch_size={batch_size}",
-           "run", "filter"]  # fmt: skip
+           *extra, "run", "filter"]  # fmt: skip
     cpu, busy, launched, started = children_cpu(), machine_busy(), time.time(), time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -266,8 +280,18 @@ def run_stage(
         raise SystemExit(f"tolpipe run filter failed ({proc.returncode}):\n{output[-3000:]}")
     cpu, busy = children_cpu() - cpu, machine_busy() - busy
     statuses, dropped = stage_drops(root, FILTER)
-    return StageRun(launched, wall, cpu, busy - cpu, sampler, read_runs(root, FILTER)[-1],
-                    commits(root), statuses, dropped)  # fmt: skip
+    record = read_runs(root, FILTER)[-1]
+    return StageRun(launched, wall, cpu, busy - cpu, sampler, record, commits(root, at_once(record)),
+                    statuses, dropped)  # fmt: skip
+
+
+def at_once(record: dict) -> int:
+    """Partitions one process of the run computed at once: its dask worker threads."""
+    from pipeline.executors import stage_cluster
+
+    cluster = stage_cluster(record["config"]["cluster"], "filter")
+    threads = int(cluster["threads_per_worker"])
+    return threads if cluster["local_processes"] else threads * int(cluster["workers"])
 
 
 # ---- reporting ---------------------------------------------------------------------------------
@@ -285,9 +309,12 @@ def report(label: str, t: Timer) -> float:
     return rate
 
 
-def report_stage(c: StageRun) -> dict[str, float]:
-    """Prints (c)'s figures; returns its images/s by span."""
-    cluster, params = c.record["config"]["cluster"], c.record["config"]["filter"]
+def report_stage(label: str, c: StageRun) -> dict[str, float]:
+    """Prints the figures of (c) or (d); returns its images/s by span."""
+    from pipeline.executors import stage_cluster
+
+    cluster, params = stage_cluster(c.record["config"]["cluster"], "filter"), c.record["config"]["filter"]
+    kind = "processes" if cluster["local_processes"] else "threads of the command's process"
     first_start = min(c.sampler.procs[w.pid].started for w in c.workers if w.pid in c.sampler.procs)
     last_commit = max(w.commits[-1][0] for w in c.workers)
     steady = sum(rows / secs for rows, secs in (w.steady() for w in c.workers) if secs > 0)
@@ -296,8 +323,8 @@ def report_stage(c: StageRun) -> dict[str, float]:
         "run record": c.rows / c.record["elapsed_s"],
         "partitions": c.rows / (last_commit - first_start),
     }
-    print(f"  (c) tolpipe run filter: local cluster of {cluster['workers']} worker processes x "
-          f"{cluster['threads_per_worker']} thread (processes: {cluster['local_processes']}), "
+    print(f"  {label} tolpipe run filter: local cluster of {cluster['workers']} workers x "
+          f"{cluster['threads_per_worker']} thread, {kind}, "
           f"filter.torch_threads {params['torch_threads']}, batch {params['batch_size']}, "
           f"{c.record['partitions_computed']} partitions, {c.rows} rows {c.statuses}")  # fmt: skip
     print(f"      whole command            {rates['whole command']:6.1f} images/s ({c.wall:.1f} s); "
@@ -306,12 +333,12 @@ def report_stage(c: StageRun) -> dict[str, float]:
     print(f"      run record (elapsed_s)   {rates['run record']:6.1f} images/s "
           f"({c.record['elapsed_s']:.1f} s: cluster start and close, model loads, partitions)")  # fmt: skip
     print(f"      partitions               {rates['partitions']:6.1f} images/s "
-          f"({last_commit - first_start:.1f} s from the first worker process start to the last "
-          "commit)")  # fmt: skip
+          f"({last_commit - first_start:.1f} s from the first start of a process that computed "
+          "partitions to the last commit)")  # fmt: skip
     if steady > 0:  # some worker committed twice
         rates["steady"] = steady
         print(f"      steady partitions        {steady:6.1f} images/s (after each worker's first commit, "
-              f"summed over workers); the command's fixed costs beyond that work: "
+              f"summed over processes); the command's fixed costs beyond that work: "
               f"{c.wall - c.rows / steady:.1f} s")  # fmt: skip
     report_timeline(c, first_start, last_commit)
     return rates
@@ -325,8 +352,9 @@ def worker_line(w: Worker, seen: Proc | None) -> str:
     rows, secs = w.steady()
     if secs <= 0:
         return f"{first}; peak RSS {mib(seen.peak_rss)}"
-    cpu = seen.cpu_at(w.commits[-1][0]) - seen.cpu_at(w.commits[0][0])
-    return (f"{first}, then {secs / (len(w.commits) - 1):.1f} s/partition = {rows / secs:.1f} images/s, "
+    cpu = seen.cpu_at(w.commits[-1][0]) - seen.cpu_at(w.commits[w.at_once - 1][0])
+    per_partition = secs * w.at_once / (len(w.commits) - w.at_once)
+    return (f"{first}, then {per_partition:.1f} s/partition = {rows / secs:.1f} images/s, "
             f"{1000 * cpu / rows:.0f} CPU ms/image ({cpu / secs:.2f} cores busy); "
             f"peak RSS {mib(seen.peak_rss)}")  # fmt: skip
 
@@ -340,7 +368,8 @@ def report_timeline(c: StageRun, first_start: float, last_commit: float) -> None
           f"run record ended {at(c.epoch('ended_utc'))}, exit {c.wall:.1f}")  # fmt: skip
     for w in c.workers:
         seen = c.sampler.procs.get(w.pid)
-        print(f"      worker {w.pid}: {len(w.commits)} partitions, {w.rows} rows; {worker_line(w, seen)}")
+        who = f"process {w.pid} ({w.at_once} worker threads)" if w.at_once > 1 else f"worker {w.pid}"
+        print(f"      {who}: {len(w.commits)} partitions, {w.rows} rows; {worker_line(w, seen)}")
     driver = c.sampler.procs.get(c.sampler.pid)
     others = [p for pid, p in c.sampler.procs.items() if pid not in worker_pids and p is not driver]
     print(f"      peak RSS of the process tree {mib(c.sampler.peak)} (driver "
@@ -348,18 +377,18 @@ def report_timeline(c: StageRun, first_start: float, last_commit: float) -> None
           f"{mib(sum(p.peak_rss for p in others))})")  # fmt: skip
 
 
-def check_drops(names: list[str], timers: dict[str, Timer], stage: set[str]) -> None:
+def check_drops(names: list[str], timers: dict[str, Timer], stages: dict[str, StageRun]) -> None:
     from bench.filter_inputs import photo_of, portrait_names
 
     found = {key: {n for n, d in zip(names, t.drops, strict=True) if d} for key, t in timers.items()}
-    found["c"] = stage
+    found |= {key: run.dropped for key, run in stages.items()}
     portraits = {n for n in names if photo_of(n) in portrait_names()}
-    same = found["a"] == found["b"] == found["c"]
+    same = all(found[key] == found["a"] for key in found)
     by_photo = Counter(photo_of(n) for n in found["c"])
-    print(f"  drops: (a) {len(found['a'])}, (b) {len(found['b'])}, (c) {len(found['c'])} images "
-          f"({', '.join(f'{k} x{v}' for k, v in sorted(by_photo.items()))}); the same images: {same}; "
-          f"exactly the portraits: {found['c'] == portraits}")  # fmt: skip
-    for key in ("b", "c"):
+    counts = ", ".join(f"({key}) {len(found[key])}" for key in sorted(found))
+    print(f"  drops: {counts} images ({', '.join(f'{k} x{v}' for k, v in sorted(by_photo.items()))} in (c)); "
+          f"the same images: {same}; exactly the portraits: {found['c'] == portraits}")  # fmt: skip
+    for key in sorted(found)[1:]:
         if found[key] != found["a"]:
             print(f"  note: ({key}) differs from (a): only ({key}) {sorted(found[key] - found['a'])[:5]}, "
                   f"only (a) {sorted(found['a'] - found[key])[:5]}")  # fmt: skip
@@ -388,7 +417,7 @@ def interleaved(methods: dict, timers: dict[str, Timer], chunks: list[list[bytes
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=400, help="images scored (default 400)")
+    parser.add_argument("--images", type=int, default=IMAGES, help=f"images scored (default {IMAGES})")
     parser.add_argument("--partitions", type=int, default=8, help="about this many 04 partitions (8)")
     parser.add_argument("--batch-size", type=int, default=FaceSettings.batch_size)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -408,12 +437,13 @@ def parse_args() -> argparse.Namespace:
 class Results:
     names: list[str]  # source_id of every stored image, in the order (a) and (b) scored them
     timers: dict[str, Timer]
-    stage: StageRun
+    stages: dict[str, StageRun]  # "c": the default command, "d": with worker processes
     load: float  # load average before timing
 
 
 def measure(args: argparse.Namespace, settings: FaceSettings, env: dict[str, str]) -> Results:
-    """Builds the root, then (a) and (b) interleaved, half of their batches before (c), half after."""
+    """Builds the root, then (a) and (b) interleaved, a third of their batches before (c), a third
+    between (c) and (d), a third after."""
     from bench.filter_inputs import build, stored_images
 
     with workdir(args.work) as work:
@@ -425,12 +455,14 @@ def measure(args: argparse.Namespace, settings: FaceSettings, env: dict[str, str
             run(images[:WARMUP])
         timers = {key: Timer() for key in methods}
         chunks = rounds(images, args.batch_size)
-        half = len(chunks) // 2
+        third = len(chunks) // 3
         load = os.getloadavg()[0]
-        interleaved(methods, timers, chunks[:half], 0)
-        stage = run_stage(work, built, cli_args, args.device, args.batch_size, env)
-        interleaved(methods, timers, chunks[half:], half)
-    return Results([s.name for s in stored], timers, stage, load)
+        stages = {}
+        for step, (key, extra) in enumerate((("c", ()), ("d", PROCESSES))):
+            interleaved(methods, timers, chunks[step * third : (step + 1) * third], step * third)
+            stages[key] = run_stage(work, built, cli_args, args.device, args.batch_size, env, extra)
+        interleaved(methods, timers, chunks[2 * third :], 2 * third)
+    return Results([s.name for s in stored], timers, stages, load)
 
 
 def report_all(args: argparse.Namespace, settings: FaceSettings, env: dict[str, str], r: Results) -> None:
@@ -444,20 +476,22 @@ def report_all(args: argparse.Namespace, settings: FaceSettings, env: dict[str, 
           f"at {STORED_SIDE} px, repeated), device {args.device}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads in (a) and (b), load average {r.load:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
-    a, b, stage = r.timers["a"], r.timers["b"], r.stage
+    a, b = r.timers["a"], r.timers["b"]
     rate_a = report("(a) bare loop: decode + detect x1", a)
     rate_b = report(f"(b) FaceDetector.score, batch {args.batch_size}", b)
-    rates_c = report_stage(stage)
+    rates = {key: report_stage(f"({key})", run) for key, run in r.stages.items()}
     if env:
-        print(f"      (c) ran with the extra environment {env}")
+        print(f"      (c) and (d) ran with the extra environment {env}")
     print(f"  ratio (b)/(a): {rate_b / rate_a:.2f}x images/s, {a.cpu / b.cpu:.2f}x images per CPU second")
-    ratios = ", ".join(f"{k} {v / rate_a:.2f}x" for k, v in rates_c.items())
-    print(f"  ratio (c)/(a) (goal >= 0.8x): {ratios} images/s; whole command "
-          f"{(stage.rows / stage.cpu) / (a.images / a.cpu):.2f}x images per CPU second")  # fmt: skip
-    print(f"  peak RSS: this process ((a) and (b) models loaded) {mib(peak)}; "
-          f"(c) process tree {mib(stage.sampler.peak)}")  # fmt: skip
-    check_drops(r.names, r.timers, stage.dropped)
-    busy = max(a.others / a.wall, stage.others / stage.wall)
+    for key, run in r.stages.items():
+        ratios = ", ".join(f"{k} {v / rate_a:.2f}x" for k, v in rates[key].items())
+        goal = " (goal >= 0.8x)" if key == "c" else ""
+        print(f"  ratio ({key})/(a){goal}: {ratios} images/s; whole command "
+              f"{(run.rows / run.cpu) / (a.images / a.cpu):.2f}x images per CPU second")  # fmt: skip
+    trees = ", ".join(f"({key}) process tree {mib(run.sampler.peak)}" for key, run in r.stages.items())
+    print(f"  peak RSS: this process ((a) and (b) models loaded) {mib(peak)}; {trees}")
+    check_drops(r.names, r.timers, r.stages)
+    busy = max(a.others / a.wall, *(run.others / run.wall for run in r.stages.values()))
     if busy > BUSY:
         print(f"  note: other processes used up to {busy:.2f} cores while timing: the figures and ratios are "
               "not reliable ((a)'s OpenMP threads slow down most when a core is taken)")  # fmt: skip

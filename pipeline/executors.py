@@ -67,6 +67,14 @@ def nanny_environ_export() -> str:
     return f"export {variable}={shlex.quote(repr(dict.fromkeys(_WORKER_ENV_UNSET)))}"
 
 
+def stage_cluster(cfg: dict[str, Any], section: str) -> dict[str, Any]:
+    """The [cluster] settings one stage runs with: a stage listed in threaded_stages gets a local
+    cluster of threads (see pipeline/defaults.toml)."""
+    if cfg["kind"] == "local" and section in cfg.get("threaded_stages", ()):
+        return {**cfg, "local_processes": False}
+    return cfg
+
+
 def _local_cluster(cfg: dict[str, Any]):
     import dask
     from dask.distributed import LocalCluster

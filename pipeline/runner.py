@@ -18,7 +18,7 @@ from pipeline import atomic
 from pipeline.config import freeze
 from pipeline.digest import changed_keys, digest_json
 from pipeline.errors import ConfigError, ParameterChangeError, StageFailure, TolpipeError, UpstreamError
-from pipeline.executors import Mapper, open_client
+from pipeline.executors import Mapper, open_client, stage_cluster
 from pipeline.housekeeping import check_upstream, preflight_writable, tidy_root, tuning_keys
 from pipeline.ledger import ManifestStore
 from pipeline.lineage import JOURNAL, remove_partitions, stale_partitions
@@ -235,7 +235,7 @@ def _run_partitions(
 ) -> dict[str, Any]:
     config = ctx.config
     with ExitStack() as stack:
-        mapper = LazyMapper(config["cluster"], stack, client)
+        mapper = LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
         stage.prepare(ctx, mapper)
         parts = stage.plan(ctx)
         digest = digest_json(params)
@@ -308,7 +308,7 @@ def _retry_partitions(
     config, stage_dir = ctx.config, stage.dir
     wanted = {f"failed:{r}" for r in reasons}
     with ExitStack() as stack:
-        mapper = LazyMapper(config["cluster"], stack, client)
+        mapper = LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
         stage.prepare(ctx, mapper)
         parts = stage.plan(ctx)
         committed = store.committed_records()
@@ -371,7 +371,7 @@ def rethreshold_stage(
             if r["params_digest"] != digest
         ]
         with ExitStack() as stack:
-            mapper = LazyMapper(config["cluster"], stack, client)
+            mapper = LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
             progress = _progress(stage_dir, len(todo), config)
             progress.message(f"{len(todo)} of {len(committed)} partitions have other thresholds")
             failures = _map_partitions(

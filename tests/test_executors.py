@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.executors import open_client, slurm_cluster_kwargs
+from pipeline.executors import open_client, slurm_cluster_kwargs, stage_cluster
 from pipeline.runner import run_stage
 from tests.conftest import partition_digests, write_url_table
 
@@ -71,3 +71,16 @@ def test_usable_cpus_follows_the_affinity_mask():
     finally:
         os.sched_setaffinity(0, before)
     assert usable_cpus() <= len(before)
+
+
+def test_threaded_stages_get_a_local_cluster_of_threads(tmp_path: Path):
+    cluster = load_config(tmp_path)["cluster"]
+    assert cluster["local_processes"] is True and cluster["threaded_stages"] == ["filter"]
+    assert stage_cluster(cluster, "filter")["local_processes"] is False
+    assert stage_cluster(cluster, "download") is cluster
+    slurm = {**cluster, "kind": "slurm"}
+    assert stage_cluster(slurm, "filter") is slurm  # only a local cluster has threads to offer
+    none = load_config(tmp_path, overrides=["cluster.threaded_stages=[]"])["cluster"]
+    assert stage_cluster(none, "filter")["local_processes"] is True
+    with pytest.raises(ConfigError, match="threaded_stages"):
+        load_config(tmp_path, overrides=['cluster.threaded_stages=["filters"]'])

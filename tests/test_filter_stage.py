@@ -84,6 +84,19 @@ def test_face_filter_drops_exactly_the_portraits(photos_root, tmp_path: Path):
     assert "camera_trap filter not run (no model): set filter.megadetector_weights" in status
 
 
+def test_filter_workers_are_threads_of_the_command_by_default(photos_root, tmp_path: Path):
+    """With the default cluster (worker processes), the filter runs on threads of the command's
+    own process (cluster.threaded_stages): torch is imported and MTCNN loaded once."""
+    root, args = copy_root(photos_root, tmp_path / "root")
+    cli(root, *args, "run", "filter", processes=True)
+    run = read_runs(root, FILTER)[-1]
+    driver_pid = int(run["run_id"].rsplit("-", 1)[1])
+    records = ManifestStore(root, FILTER).committed_records()
+    assert len(records) > 1
+    assert {int(r["computed_on"]["pid"]) for r in records.values()} == {driver_pid}
+    assert run["config"]["cluster"]["threaded_stages"] == ["filter"]
+
+
 def test_required_filter_without_a_model_fails_clearly(photos_root, tmp_path: Path):
     root, args = copy_root(photos_root, tmp_path / "root")
     result = cli(root, *args, "--set", "filter.camera_trap_required=true", "run", "filter", check=False)

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,8 @@ pytest_plugins = ["tests.support.slurm"]
 
 # Seconds to wait for the slowed download job to commit its first partition.
 FIRST_COMMIT_TIMEOUT_S = 60
+# Seconds to wait for sacct to tell every end of the chain (see wait_for_status).
+STATUS_SETTLE_S = 30
 
 
 @pytest.fixture(name="server", scope="module")
@@ -89,8 +91,9 @@ def test_failed_chain_stops_and_resubmission_equals_local_run(
     # Its dependants never ran: the filter's launcher (so no array), dedup and shard.
     assert [states[by_stage[s]["job_id"]] for s in STAGES[3:]] == ["CANCELLED"] * 3
     assert by_stage["04_filter"]["name"].endswith("-launch")
-    status = cli(root, *args, "status").stdout
-    failed = next(line for line in status.splitlines() if f"{by_stage['03_taxonomy']['job_id']} " in line)
+    failed_id = by_stage["03_taxonomy"]["job_id"]
+    status = wait_for_status(root, args, lambda s: "DependencyNeverSatisfied" in s and "tolpipe: " in s)
+    failed = next(line for line in status.splitlines() if f"{failed_id} " in line)
     assert "failed (exit" in failed, status
     taxonomy = next(line for line in status.splitlines() if line.startswith("03_taxonomy"))
     assert " failed; slurm job " in taxonomy and "killed" not in taxonomy, taxonomy  # the run, the job
@@ -130,6 +133,18 @@ def test_failed_chain_stops_and_resubmission_equals_local_run(
     # The ledger is never taken for a leftover of a killed run.
     assert ledger_path(root).exists()
     assert not [p for p in find_litter(root).paths if "batch" in p.parts]
+
+
+def wait_for_status(root: Path, args: list[str], settled: Callable[[str], bool]) -> str:
+    """`tolpipe status` once `settled` holds for it, or after STATUS_SETTLE_S: slurmctld hands
+    a job's end (state, reason, times) to the accounting database asynchronously, so sacct can
+    lag the queue by a moment on a loaded machine."""
+    deadline = time.monotonic() + STATUS_SETTLE_S
+    while True:
+        status = cli(root, *args, "status").stdout
+        if settled(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(1.0)
 
 
 def _slow_download(server: LoopbackServer, seconds: float) -> None:

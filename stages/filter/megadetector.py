@@ -116,7 +116,8 @@ class MegaDetector:
 
     def __init__(self, settings: MDSettings) -> None:
         self.settings = settings
-        self._loaded = _load(*_file_key(settings.weights_path), settings.device)
+        self._key = _file_key(settings.weights_path)
+        self._loaded = _load(*self._key, settings.device)  # here: a bad file fails at once
 
     @property
     def identity(self) -> dict[str, str]:
@@ -141,19 +142,17 @@ class MegaDetector:
 
         s = self.settings
 
-        # A YOLO object keeps one predictor: threads of one process must not share it at once.
-        with self._loaded.lock:
-            # ultralytics sets torch's CPU threads to its NUM_THREADS, min(8, cores - 1), when it
-            # picks the device, for the whole process: keep the count the worker chose instead
-            # (1 on a 2-core machine halves the speed; the other filters share the count).
-            threads = torch.get_num_threads()
-            torch_utils.NUM_THREADS = threads
-            try:
-                results = self._loaded.model.predict(
-                    source=images, imgsz=s.image_size, conf=s.detection_floor, device=s.device, verbose=False
-                )  # fmt: skip
-            finally:
-                torch.set_num_threads(threads)
+        # ultralytics sets torch's CPU threads to its NUM_THREADS, min(8, cores - 1), when it picks
+        # the device, for the whole process: keep the count the worker chose instead (1 on a
+        # 2-core machine halves the speed; the other filters share the count).
+        threads = torch.get_num_threads()
+        torch_utils.NUM_THREADS = threads
+        try:
+            results = _load(*self._key, s.device).model.predict(
+                source=images, imgsz=s.image_size, conf=s.detection_floor, device=s.device, verbose=False
+            )  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
         return [_pairs(r.boxes.cls.tolist(), r.boxes.conf.tolist()) for r in results]
 
 
@@ -173,7 +172,6 @@ class _Loaded:
     model: Any  # ultralytics.YOLO
     sha256: str
     loader: str
-    lock: threading.Lock
 
 
 def _file_key(weights_path: str) -> tuple[str, int, int]:
@@ -188,10 +186,30 @@ def _file_key(weights_path: str) -> tuple[str, int, int]:
 
 
 _LOAD_LOCK = threading.Lock()
+_PER_THREAD = threading.local()
+MODELS_PER_THREAD = 4  # weights files (or devices) a thread keeps loaded at once
+
+
+def _load(path: str, size: int, mtime_ns: int, device: str) -> _Loaded:
+    """This thread's copy of the model. A YOLO object keeps one predictor with per-call state, so
+    the threads of one process (a threaded local cluster) each load their own rather than share
+    one under a lock, which would score one batch at a time on all the cores."""
+    models: dict[tuple[str, int, int, str], _Loaded] = _PER_THREAD.__dict__.setdefault("models", {})
+    key = (path, size, mtime_ns, device)
+    if key not in models:
+        if len(models) >= MODELS_PER_THREAD:
+            models.pop(next(iter(models)))  # the oldest
+        with _LOAD_LOCK:  # ultralytics' loading touches process-wide state: one load at a time
+            models[key] = _load_file(*key)
+    return models[key]
 
 
 @lru_cache(maxsize=4)
-def _load_cached(path: str, size: int, mtime_ns: int, device: str) -> _Loaded:
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def _load_file(path: str, size: int, mtime_ns: int, device: str) -> _Loaded:
     if not path.endswith(".pt"):
         raise MegaDetectorError(f"{path} is not a MegaDetector v6 file: expected an ultralytics .pt file")
     yolo = _import_yolo()
@@ -205,13 +223,7 @@ def _load_cached(path: str, size: int, mtime_ns: int, device: str) -> _Loaded:
     _check_model(path, model)
     import ultralytics
 
-    return _Loaded(model, sha256_file(path), f"ultralytics {ultralytics.__version__}", threading.Lock())
-
-
-def _load(path: str, size: int, mtime_ns: int, device: str) -> _Loaded:
-    # Two threads asking at once must not load the same file twice.
-    with _LOAD_LOCK:
-        return _load_cached(path, size, mtime_ns, device)
+    return _Loaded(model, _file_sha256(path, size, mtime_ns), f"ultralytics {ultralytics.__version__}")
 
 
 def _check_model(path: str, model: Any) -> None:
