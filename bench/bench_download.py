@@ -17,23 +17,24 @@ peak RSS of each process tree. `--small` runs a quick version (600 images, 4 hos
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
+    sys.path.insert(0, str(REPO))
+
+from bench.sampling import TreeSampler, children_cpu  # noqa: E402
+
 I2D_VENV = REPO / ".venv-img2dataset"
 I2D_PACKAGE = "img2dataset==1.47.0"
 WORKERS = 2  # worker processes for both tools (this machine has 2 cores)
@@ -68,49 +69,13 @@ def ensure_img2dataset() -> Path:
     return python
 
 
-class PeakRSS:
-    """Samples the summed RSS of a process and all its descendants."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self.stop.is_set():
-            total = 0
-            try:
-                for proc in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        total += proc.memory_info().rss
-            except psutil.Error:
-                return
-            self.peak = max(self.peak, total)
-            self.stop.wait(self.interval)
-
-    def finish(self) -> int:
-        self.stop.set()
-        self.thread.join()
-        return self.peak
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> tuple[float, int, float]:
     """Run a command; (wall seconds, peak RSS bytes of its process tree, CPU seconds)."""
     cpu = children_cpu()
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    rss = PeakRSS(proc.pid)
+    rss = TreeSampler(proc.pid)
     output, _ = proc.communicate()
     took = time.monotonic() - started
     peak = rss.finish()

@@ -40,7 +40,6 @@ Without torch (the filters extra) it prints "skipped: needs the filters extra" a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import io
 import os
@@ -48,11 +47,9 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +60,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
+from bench.sampling import Proc, TreeSampler, children_cpu, workdir  # noqa: E402
 from stages.filter.faces import FaceDetector, FaceSettings, face_drop  # noqa: E402
 
 WARMUP = 8  # images scored before timing (first calls allocate and pick kernels)
@@ -140,61 +138,6 @@ def tolpipe(settings: FaceSettings) -> Callable[[list[bytes]], list[bool]]:
 
 
 @dataclass
-class Proc:
-    """What sampling saw of one process of the tree."""
-
-    started: float  # epoch seconds
-    peak_rss: int = 0
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (epoch seconds, CPU seconds)
-
-    def cpu_at(self, when: float) -> float:
-        """User + system seconds at the last sample taken by `when`."""
-        return max((cpu for at, cpu in self.samples if at <= when), default=0.0)
-
-
-class TreeSampler:
-    """Samples RSS and CPU of a process and all its descendants every `interval` seconds."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        self.pid, self.interval = pid, interval
-        self.peak = 0  # of the summed RSS of the tree
-        self.procs: dict[int, Proc] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self.stop.is_set():
-            total = 0
-            with contextlib.suppress(psutil.Error):
-                for proc in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error), proc.oneshot():
-                        seen = self.procs.setdefault(proc.pid, Proc(proc.create_time()))
-                        rss, times = proc.memory_info().rss, proc.cpu_times()
-                        seen.peak_rss = max(seen.peak_rss, rss)
-                        seen.samples.append((time.time(), times.user + times.system))
-                        total += rss
-            self.peak = max(self.peak, total)
-            self.stop.wait(self.interval)
-
-    def finish(self, launched: float) -> None:
-        """Stop; shift start times so that the root process started at `launched` (psutil's
-        start times rest on the boot time in whole seconds: up to 1 s off time.time())."""
-        self.stop.set()
-        self.thread.join()
-        if self.pid in self.procs:
-            shift = self.procs[self.pid].started - launched
-            for proc in self.procs.values():
-                proc.started -= shift
-
-
-@dataclass
 class Worker:
     """One process that computed partitions of (c) or (d): its commits as (epoch seconds, rows),
     in time order, and how many partitions it ran at once (its dask worker threads)."""
@@ -233,11 +176,6 @@ class StageRun:
 
     def epoch(self, key: str) -> float:
         return datetime.fromisoformat(self.record[key]).timestamp()
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def commits(root: Path, at_once: int) -> list[Worker]:
@@ -394,16 +332,6 @@ def check_drops(names: list[str], timers: dict[str, Timer], stages: dict[str, St
                   f"only (a) {sorted(found['a'] - found[key])[:5]}")  # fmt: skip
 
 
-@contextlib.contextmanager
-def workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-filter-") as temp:
-        yield Path(temp)
-
-
 def rounds(images: list[bytes], size: int) -> list[list[bytes]]:
     return [images[start : start + size] for start in range(0, len(images), size)]
 
@@ -446,7 +374,7 @@ def measure(args: argparse.Namespace, settings: FaceSettings, env: dict[str, str
     between (c) and (d), a third after."""
     from bench.filter_inputs import build, stored_images
 
-    with workdir(args.work) as work:
+    with workdir(args.work, "bench-filter-") as work:
         built, cli_args = build(work, args.images, args.partitions)
         stored = stored_images(built)
         images = [s.jpeg for s in stored]

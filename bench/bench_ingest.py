@@ -21,13 +21,14 @@ import csv
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
+    sys.path.insert(0, str(REPO))
+
+from bench.sampling import TreeSampler  # noqa: E402
 
 
 def generate(path: Path, rows: int, hosts: int = 20) -> Path:
@@ -44,38 +45,12 @@ def generate(path: Path, rows: int, hosts: int = 20) -> Path:
     return path
 
 
-class PeakRSS:
-    """Samples the summed RSS of a process and all its descendants."""
-
-    def __init__(self, pid: int):
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                total = sum(p.memory_info().rss for p in procs if p.is_running())
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def measure(cmd: list[str]) -> tuple[float, int]:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sampler = PeakRSS(proc.pid)
+    sampler = TreeSampler(proc.pid, interval=0.05)
     _, err = proc.communicate()
-    peak = sampler.stop()
+    peak = sampler.finish()
     if proc.returncode:
         sys.exit(f"command failed: {cmd}\n{err.decode()}")
     return time.perf_counter() - start, peak

@@ -30,19 +30,15 @@ other processes took CPU meanwhile (this machine's cores are shared).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
 import io
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -51,6 +47,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.sampling import children_cpu, own_cpu, workdir  # noqa: E402
 from demo.corpus import corpus_dir  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from stages.download.local import read_local  # noqa: E402
@@ -153,29 +150,6 @@ def busy_cpu() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@contextlib.contextmanager
-def workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    folder = Path(tempfile.mkdtemp(prefix="bench-local-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def main() -> int:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -183,7 +157,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="download.local_threads for (b) and (c)")
     parser.add_argument("--work", type=Path, help="keep inputs and roots here (default: a temp folder)")
     args = parser.parse_args()
-    with workdir(args.work) as work:
+    with workdir(args.work, "bench-local-") as work:
         data = work / "bioscan"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)

@@ -18,20 +18,18 @@ synonyms, 25% one-letter typos, 15% unknown names), then measures, each in its o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.sampling import TreeSampler  # noqa: E402
 
 SYLLABLES = (
     "ba", "ca", "da", "fe", "ge", "hi", "ko", "lu", "ma", "ne", "po", "ra", "si", "ta", "vu",
@@ -269,32 +267,12 @@ PHASES = {"build": phase_build, "resolve": phase_resolve, "lookup": phase_lookup
 # Measurement
 
 
-class PeakRSS:
-    def __init__(self, pid: int):
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def run_phase(name: str, folder: Path) -> tuple[dict, int]:
     cmd = [sys.executable, __file__, "--phase", name, "--folder", str(folder)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sampler = PeakRSS(proc.pid)
+    sampler = TreeSampler(proc.pid, interval=0.05, descendants=False)
     out, err = proc.communicate()
-    peak = sampler.stop()
+    peak = sampler.finish()
     if proc.returncode:
         sys.exit(f"phase {name} failed:\n{err.decode()}")
     return json.loads(out.decode().strip().splitlines()[-1]), peak
