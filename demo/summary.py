@@ -25,19 +25,10 @@ def _evaluation_lines(root: Path) -> list[str]:
         except json.JSONDecodeError as exc:
             lines.append(f"  {path}: unreadable ({exc})")
             continue
-        flat = {k: v for k, v in _flatten(figures).items() if isinstance(v, int | float)}
+        flat = {k: v for k, v in data.flatten_figures(figures).items() if isinstance(v, int | float)}
         shown = ", ".join(f"{k} {v:.4g}" for k, v in list(flat.items())[:8])
         lines.append(f"  {path.relative_to(root)}: {shown or 'no figures'}")
     return lines
-
-
-def _flatten(value: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(value, dict):
-        out: dict[str, object] = {}
-        for key, inner in value.items():
-            out.update(_flatten(inner, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
 
 
 def summary_text(root: Path) -> str:

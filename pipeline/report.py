@@ -208,22 +208,19 @@ def _eval_tables(root: Path, path: Path) -> str:
         _table(["field", "value"], [[k, v] for k, v in head.items()], "table-eval-run"),
     ]
     for family, figures in (results.get("families") or {}).items():
-        rows = [[k, v] for k, v in _flatten(figures).items() if isinstance(v, int | float | str)]
+        flat = {k: _figure_value(v) for k, v in data.flatten_figures(figures).items()}
+        rows = [[k, v] for k, v in flat.items() if isinstance(v, int | float | str)]
         parts.append(
             f"<h4>{html.escape(family)}</h4>" + _table(["metric", "value"], rows, f"table-eval-{family}")
         )
     return "".join(parts)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flatten(inner, f"{prefix}{key}."))
-        return out
+def _figure_value(value: Any) -> Any:
+    """A list of numbers is shown as its first ten, joined; anything else as it is."""
     if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
-        return {prefix.rstrip("."): ", ".join(_cell(v) for v in value[:10])}
-    return {prefix.rstrip("."): value}
+        return ", ".join(_cell(v) for v in value[:10])
+    return value
 
 
 def _environment_section(root: Path) -> str:

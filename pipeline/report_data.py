@@ -21,6 +21,16 @@ from pipeline.runrecord import read_runs
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
+def flatten_figures(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested result tables as one level, keys joined with dots ("zero_shot.species.top1")."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten_figures(inner, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
 def all_stage_dirs() -> list[str]:
     from stages import STAGE_MODULES
 

@@ -66,6 +66,11 @@ class LazyMapper(Mapper):
         return super().map_unordered(tagged, items, *args)
 
 
+def stage_mapper(stage: Stage, config: dict[str, Any], stack: ExitStack, client: Any) -> LazyMapper:
+    """The mapper of a run of `stage`, on the cluster that stage runs with (threaded_stages)."""
+    return LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
+
+
 def check_parameters(store: ManifestStore, params: dict[str, Any], rebuild: bool) -> None:
     """Refuse when committed partitions were built with other parameters (unless rebuilding)."""
     if rebuild:
@@ -235,7 +240,7 @@ def _run_partitions(
 ) -> dict[str, Any]:
     config = ctx.config
     with ExitStack() as stack:
-        mapper = LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
+        mapper = stage_mapper(stage, config, stack, client)
         stage.prepare(ctx, mapper)
         parts = stage.plan(ctx)
         digest = digest_json(params)
@@ -308,7 +313,7 @@ def _retry_partitions(
     config, stage_dir = ctx.config, stage.dir
     wanted = {f"failed:{r}" for r in reasons}
     with ExitStack() as stack:
-        mapper = LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
+        mapper = stage_mapper(stage, config, stack, client)
         stage.prepare(ctx, mapper)
         parts = stage.plan(ctx)
         committed = store.committed_records()
@@ -371,7 +376,7 @@ def rethreshold_stage(
             if r["params_digest"] != digest
         ]
         with ExitStack() as stack:
-            mapper = LazyMapper(stage_cluster(config["cluster"], section_name(stage.dir)), stack, client)
+            mapper = stage_mapper(stage, config, stack, client)
             progress = _progress(stage_dir, len(todo), config)
             progress.message(f"{len(todo)} of {len(committed)} partitions have other thresholds")
             failures = _map_partitions(
