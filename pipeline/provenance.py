@@ -90,7 +90,7 @@ def _job_suffix(stage_dir: str, jobs: dict[str, dict[str, Any]], states: dict[st
 def format_status(root: Path) -> str:
     dirs = stage_dirs(root)
     jobs = slurm_jobs.latest_by_stage(root)
-    states = slurm_jobs.job_states(j["job_id"] for j in slurm_jobs.recorded_jobs(root)) if jobs else {}
+    states = slurm_jobs.ledger_states(slurm_jobs.recorded_jobs(root)) if jobs else {}
     job_lines = format_jobs(Path(root), states)
     if not dirs:
         first = f"no manifests under {Path(root) / 'manifests'} yet"

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class JobState:
     state: str  # sacct State first word: PENDING, RUNNING, COMPLETED, FAILED, ... or UNKNOWN
     exit_code: str | None  # "0:0", "1:0", ...
     reason: str | None  # squeue/sacct reason, e.g. DependencyNeverSatisfied, NonZeroExitCode
+    started: bool | None = None  # whether it ever ran (sacct's Start); None: not known
 
     @property
     def final(self) -> bool:
@@ -144,7 +145,7 @@ def _sacct(ids: list[str]) -> dict[str, JobState] | None:
             state, exit_code = _first_word(values[1]), _none(values[2])
             started = _none(values[4]) not in (None, "Unknown")
             reason = _final_reason(state, exit_code, _none(values[3]), started)
-            found[values[0]] = JobState(state, exit_code, reason)
+            found[values[0]] = JobState(state, exit_code, reason, started)
     return found
 
 
@@ -180,6 +181,31 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
             states[job_id] = _overall(list(tasks.values()))
         else:
             states[job_id] = JobState(UNKNOWN, None, None)
+    return states
+
+
+def ledger_states(jobs: list[dict]) -> dict[str, JobState]:
+    """job_states of the ledger's jobs, with explain_cancellations applied."""
+    return explain_cancellations(jobs, job_states(j["job_id"] for j in jobs))
+
+
+def explain_cancellations(jobs: list[dict], found: dict[str, JobState]) -> dict[str, JobState]:
+    """Why a job was cancelled before it ran, where sacct does not say: slurmdbd keeps the
+    reason it last pended for ("Dependency") only when that reached it before the cancel, and
+    records None otherwise. A job whose dependency ended other than COMPLETED is given
+    DependencyNeverSatisfied, down the chain (kill_invalid_depend, --kill-on-invalid-dep)."""
+    states = dict(found)
+    changed = True
+    while changed:
+        changed = False
+        for job in jobs:
+            state = states.get(job["job_id"])
+            if state is None or state.state != "CANCELLED" or state.reason or state.started is not False:
+                continue
+            upstream = [states.get(str(d)) for d in job.get("depends_on") or ()]
+            if any(u is not None and u.final and u.state != "COMPLETED" for u in upstream):
+                states[job["job_id"]] = replace(state, reason="DependencyNeverSatisfied")
+                changed = True
     return states
 
 
@@ -238,7 +264,7 @@ def format_jobs(root: Path, states: dict[str, JobState] | None = None) -> list[s
     if not jobs:
         return []
     if states is None:
-        states = job_states(j["job_id"] for j in jobs)
+        states = ledger_states(jobs)
     lines = ["slurm jobs (sacct; newest last):"]
     for job in jobs:
         state = states.get(job["job_id"], JobState(UNKNOWN, None, None))
